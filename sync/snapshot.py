@@ -144,7 +144,9 @@ class End(msgspec.Struct, frozen=True, tag="end"):
 Frame = Header | Catalog | Records | End
 
 _encoder = msgspec.msgpack.Encoder()
-_frame_decoder = msgspec.msgpack.Decoder(Frame)
+_frame_decoder: msgspec.msgpack.Decoder[Header | Catalog | Records | End] = msgspec.msgpack.Decoder(
+    Frame
+)
 
 
 class SnapshotError(Exception):

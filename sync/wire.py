@@ -1,0 +1,135 @@
+"""What crosses between core and edge besides the snapshot: the change feed and scan upload.
+
+Pure: msgspec only. Every struct is lenient (unknown fields are ignored) and may only gain
+fields with defaults, so old and new nodes interoperate. Bodies are JSON
+(``application/json``) or msgpack (``application/msgpack``); the core answers in the
+type the request's ``Accept`` header names, JSON by default.
+
+Change feed, ``GET /api/v1/venues/{venue}/changes?after=CURSOR&wait=SECONDS``::
+
+    ChangeBatch(cursor, changes=[Change, ...], more)
+
+``Change`` is a tagged union (``type`` field):
+
+- ``RecordChanged(seq, record)``: a ticket or pass was issued, cancelled, paid, updated
+  (pass update, card attached): ``record`` is its full current ``sync.snapshot.Record``.
+- ``CatalogChanged(seq, catalog)``: events, dates, zones, pass products or keys changed
+  (date moved, key rotated or revoked): the venue's full current ``Catalog``.
+- ``Resync(seq, reason)``: the cursor cannot be served (ahead of the core, or the venue
+  was reset); fetch a new snapshot.
+
+A record may appear more than once between two cursors; only its last state matters.
+Apply changes in order, then store ``cursor``. ``more`` says another batch is ready now.
+
+Scan upload, ``POST /api/v1/venues/{venue}/scans``: ``ScanUpload(node, items)``, answered
+with ``UploadResult(acks)``, one ``Ack`` per item in order. ``stored`` and ``duplicate``
+(same ``scan_id`` seen before) are both final; ``refused`` is final too and carries why
+(e.g. the ticket is not one of this venue's). Only transport errors and 5xx are retried.
+
+Quick cancel, ``POST /api/v1/venues/{venue}/quick-cancel``: ``QuickCancelRequest`` ->
+``QuickCancelAnswer``; idempotent by ``scan_id``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+from sync.rules import Direction, Mode, Reason
+from sync.snapshot import Catalog, Record
+
+MAX_UPLOAD_ITEMS: Final = 5000
+"""Most scans one ``ScanUpload`` may carry."""
+MAX_SCAN_ID_CHARS: Final = 128
+MAX_NAME_CHARS: Final = 128
+MAX_WAIT_S: Final = 30.0
+"""Longest long-poll the core holds a changes request open."""
+
+ScanId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SCAN_ID_CHARS)]
+Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)]
+
+
+class RecordChanged(msgspec.Struct, frozen=True, tag="record_changed"):
+    seq: int
+    record: Record
+
+
+class CatalogChanged(msgspec.Struct, frozen=True, tag="catalog_changed"):
+    seq: int
+    catalog: Catalog
+
+
+class Resync(msgspec.Struct, frozen=True, tag="resync"):
+    seq: int
+    reason: str = ""
+
+
+Change = RecordChanged | CatalogChanged | Resync
+
+
+class ChangeBatch(msgspec.Struct, frozen=True):
+    cursor: int
+    changes: list[Change] = []
+    more: bool = False
+
+
+ScanResult = Literal["accepted", "rejected"]
+
+
+class ScanItem(msgspec.Struct, frozen=True):
+    """One scan from a node's scan log, as decided there."""
+
+    scan_id: ScanId
+    ticket: int
+    """Ticket or pass id; 0 when the code matched nothing (malformed, forged, unknown)."""
+    result: ScanResult
+    reason: Reason
+    direction: Direction
+    """As resolved by the node (``entry`` or ``exit``)."""
+    gate: Name
+    mode: Mode
+    date: int
+    """Date the scan was decided for; 0 when none applied."""
+    scanned_at: float
+    """Device time, POSIX seconds."""
+    logged_at: float
+    """Node time the scan entered its log."""
+    offline: bool = False
+    """Decided while the node could not reach the core."""
+
+
+class ScanUpload(msgspec.Struct, frozen=True):
+    node: Name
+    items: Annotated[list[ScanItem], msgspec.Meta(max_length=MAX_UPLOAD_ITEMS)]
+
+
+AckStatus = Literal["stored", "duplicate", "refused"]
+
+
+class Ack(msgspec.Struct, frozen=True, omit_defaults=True):
+    scan_id: str
+    status: AckStatus
+    reason: str = ""
+
+
+class UploadResult(msgspec.Struct, frozen=True):
+    acks: list[Ack]
+
+
+class QuickCancelRequest(msgspec.Struct, frozen=True):
+    scan_id: ScanId
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+QuickCancelReason = Literal["ok", "unknown", "cancelled", "sold", "already_used"]
+
+
+class QuickCancelAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
+    """``accepted``/``ok``, or ``rejected`` with why: ``unknown`` code, already
+    ``cancelled``, ``sold`` (a customer's ticket, never stock) or ``already_used``."""
+
+    scan_id: str
+    result: ScanResult
+    reason: QuickCancelReason
+    ticket: int = 0
