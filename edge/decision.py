@@ -20,11 +20,10 @@ caller.
 
 from __future__ import annotations
 
+from edge.model import Decision, GateView, Result
 from sync.codes import Kind
 from sync.rules import NO_LIMITS, Direction, Limits, Reason, ScanState, resolve_direction, step
 from sync.snapshot import Date, PassProduct, Record, Status
-
-from edge.model import Decision, GateView, Result
 
 _ACCEPTED = Result.ACCEPTED
 _REJECTED = Result.REJECTED

@@ -1,0 +1,35 @@
+"""``python -m bench <name>``: each benchmark prints its figures as one JSON last line.
+
+Names: ``dataset`` (snapshot + CODES.jsonl + gates.json), ``decide`` (pure decision
+function), ``scan`` (node vs bare aiohttp baseline under wrk), ``baseline`` (the bare
+server alone, also ``python -m bench.baseline``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench import baseline, dataset, decide, scan
+
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = parser.add_subparsers(dest="name", required=True)
+    commands = {
+        "dataset": dataset,
+        "decide": decide,
+        "scan": scan,
+        "baseline": baseline,
+    }
+    for name, module in commands.items():
+        doc = (module.__doc__ or "").strip().splitlines()[0]
+        module.add_arguments(sub.add_parser(name, help=doc, description=doc))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    return int(commands[args.name].main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

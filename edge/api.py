@@ -1,0 +1,380 @@
+"""HTTP and WebSocket API of the edge node (aiohttp). The public contract is DESIGN.md.
+
+Every bad request gets a 4xx JSON ``{"error": code, "message": text}``; a failed commit
+(the disk) gets a 503 so the device retries with the same scan_id. Nothing a client sends
+produces a 500: the error middleware turns anything unexpected into a logged 500 JSON
+only for genuine bugs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Final
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from edge.index import rss_bytes
+from edge.messages import table_for
+from edge.model import Direction, GateProfile, ScanAnswer, ScanRequest
+from edge.scan import (
+    MAX_GATE_CHARS,
+    MAX_SCAN_ID_CHARS,
+    InvalidGate,
+    ScanService,
+    UnknownGate,
+)
+from edge.scanlog import CommitFailed, StoredAnswer
+from sync.rules import Reason
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES: Final = 1 << 20
+"""Largest request body (a full offline batch); a single scan is a few hundred bytes."""
+MAX_BATCH_SCANS: Final = 1000
+MAX_WS_IN_FLIGHT: Final = 64
+MAX_WS_MESSAGE_BYTES: Final = 16 * 1024
+MAX_SEARCH_RESULTS: Final = 50
+MAX_CODE_FIELD_CHARS: Final = 4096
+"""Longer ``code`` fields are refused as a bad request; up to this, ``malformed``."""
+
+ScanId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SCAN_ID_CHARS)]
+GateName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_GATE_CHARS)]
+CodeText = Annotated[str, msgspec.Meta(max_length=MAX_CODE_FIELD_CHARS)]
+
+
+class ScanBody(msgspec.Struct, frozen=True):
+    scan_id: ScanId
+    code: CodeText
+    gate: GateName
+    direction: Direction = Direction.AUTO
+    scanned_at: float | None = None
+
+    def request(self) -> ScanRequest:
+        return ScanRequest(self.scan_id, self.code, self.gate, self.direction, self.scanned_at)
+
+
+class BatchBody(msgspec.Struct, frozen=True):
+    scans: Annotated[list[ScanBody], msgspec.Meta(max_length=MAX_BATCH_SCANS)]
+
+
+class QuickCancelBody(msgspec.Struct, frozen=True):
+    scan_id: ScanId
+    code: CodeText
+
+
+SERVICE: Final = web.AppKey("service", ScanService)
+TOKEN: Final = web.AppKey("token", bytes)
+NODE_ID: Final = web.AppKey("node_id", str)
+STARTED: Final = web.AppKey("started", float)
+
+_scan_decoder: Final = msgspec.json.Decoder(ScanBody)
+_batch_decoder: Final = msgspec.json.Decoder(BatchBody)
+_gate_decoder: Final = msgspec.json.Decoder(GateProfile)
+_quick_decoder: Final = msgspec.json.Decoder(QuickCancelBody)
+_json: Final = msgspec.json.Encoder()
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=_json.encode({"error": code, "message": message}),
+        content_type="application/json",
+    )
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=_json.encode(payload), content_type="application/json")
+
+
+_HTTP_CODES: Final = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
+}
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        return error_response(exc.status, code, exc.reason)
+    except CommitFailed:
+        return error_response(503, "commit_failed", "the scan could not be stored; retry")
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error")
+
+
+def _authorize(request: web.Request) -> None:
+    header = request.headers.get("Authorization", "")
+    token = request.app[TOKEN]
+    if not header.startswith("Bearer ") or not hmac.compare_digest(
+        header[7:].encode(), token
+    ):
+        raise ApiError(401, "unauthorized", "missing or wrong bearer token")
+
+
+async def _body(request: web.Request, decoder: msgspec.json.Decoder[Any]) -> Any:
+    raw = await request.read()
+    if not raw:
+        raise ApiError(400, "empty_body", "a JSON body is required")
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "invalid", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "bad_json", f"body is not valid JSON: {exc}") from None
+
+
+def render(scan_id: str, answer: StoredAnswer, messages: dict[str, str]) -> ScanAnswer:
+    return ScanAnswer(
+        scan_id, answer.result, answer.reason, messages[answer.reason], answer.direction,
+        answer.ticket, answer.entries,
+    )
+
+
+async def post_scan(request: web.Request) -> web.Response:
+    _authorize(request)
+    body: ScanBody = await _body(request, _scan_decoder)
+    service = request.app[SERVICE]
+    try:
+        answer = await service.scan(body.request())
+    except UnknownGate:
+        raise ApiError(404, "unknown_gate", f"no gate profile named {body.gate!r}") from None
+    messages = table_for(request.headers.get("Accept-Language"))
+    return web.Response(
+        body=_json.encode(render(body.scan_id, answer, messages)),
+        content_type="application/json",
+    )
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    _authorize(request)
+    body: BatchBody = await _body(request, _batch_decoder)
+    service = request.app[SERVICE]
+    try:
+        answers = await service.scan_batch([s.request() for s in body.scans])
+    except UnknownGate as exc:
+        raise ApiError(404, "unknown_gate", f"no gate profile named {exc.args[0]!r}") from None
+    messages = table_for(request.headers.get("Accept-Language"))
+    results = [render(s.scan_id, a, messages) for s, a in zip(body.scans, answers, strict=True)]
+    return json_response({"results": results})
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    _authorize(request)
+    ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE_BYTES, heartbeat=30.0)
+    await ws.prepare(request)
+    service = request.app[SERVICE]
+    messages = table_for(request.headers.get("Accept-Language"))
+    slots = asyncio.Semaphore(MAX_WS_IN_FLIGHT)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(raw: str | bytes) -> None:
+        try:
+            try:
+                body = _scan_decoder.decode(raw)
+            except msgspec.DecodeError as exc:
+                await ws.send_bytes(_ws_error("invalid", str(exc)))
+                return
+            try:
+                answer = await service.scan(body.request())
+            except UnknownGate:
+                await ws.send_bytes(_ws_error("unknown_gate", body.gate, body.scan_id))
+                return
+            except CommitFailed:
+                await ws.send_bytes(_ws_error("commit_failed", "retry", body.scan_id))
+                return
+            if not ws.closed:
+                await ws.send_bytes(_json.encode(render(body.scan_id, answer, messages)))
+        except ConnectionError:
+            pass
+        finally:
+            slots.release()
+
+    async for msg in ws:
+        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            await slots.acquire()
+            task = asyncio.create_task(one(msg.data), name="edge-ws-scan")
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        elif msg.type == WSMsgType.ERROR:
+            break
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return ws
+
+
+def _ws_error(code: str, message: str, scan_id: str | None = None) -> bytes:
+    payload: dict[str, str] = {"error": code, "message": message}
+    if scan_id is not None:
+        payload["scan_id"] = scan_id
+    return _json.encode(payload)
+
+
+async def put_gate(request: web.Request) -> web.Response:
+    _authorize(request)
+    name = request.match_info["gate"]
+    if not 0 < len(name) <= MAX_GATE_CHARS:
+        raise ApiError(400, "invalid", "gate name must be 1-64 characters")
+    profile: GateProfile = await _body(request, _gate_decoder)
+    try:
+        view = await request.app[SERVICE].put_gate(name, profile)
+    except InvalidGate as exc:
+        raise ApiError(422, "invalid_gate", str(exc)) from None
+    return json_response(_gate_json(name, profile, len(view.dates)))
+
+
+def _gate_json(name: str, profile: GateProfile, admitted_dates: int) -> dict[str, Any]:
+    return {
+        "gate": name, "mode": profile.mode, "dates": profile.dates, "events": profile.events,
+        "zones": profile.zones, "admitted_dates": admitted_dates,
+    }
+
+
+async def get_gates(request: web.Request) -> web.Response:
+    _authorize(request)
+    service = request.app[SERVICE]
+    gates = [
+        _gate_json(name, profile, len(service.gates[name].dates) if name in service.gates else 0)
+        for name, profile in sorted(service.profiles.items())
+    ]
+    return json_response({"gates": gates})
+
+
+async def post_quick_cancel(request: web.Request) -> web.Response:
+    _authorize(request)
+    body: QuickCancelBody = await _body(request, _quick_decoder)
+    answer = await request.app[SERVICE].quick_cancel(body.scan_id, body.code)
+    return json_response({"scan_id": body.scan_id, "result": answer.result,
+                          "reason": answer.reason})
+
+
+async def get_search(request: web.Request) -> web.Response:
+    _authorize(request)
+    query = request.query.get("q", "").strip().lower()
+    if not 2 <= len(query) <= 100:
+        raise ApiError(400, "invalid", "q must be 2-100 characters")
+    service = request.app[SERVICE]
+    words = query.split()
+    ids = service.index.search_ids(words[0], MAX_SEARCH_RESULTS * 4)
+    results: list[dict[str, Any]] = []
+    for ident in ids:
+        record = service.index.record(ident)
+        if record is None:
+            continue
+        haystack = f"{record.order} {record.holder}".lower()
+        if not all(w in haystack for w in words[1:]):
+            continue
+        state = service.index.state_of(ident)
+        results.append({
+            "id": record.id, "kind": "pass" if record.kind else "ticket",
+            "order": record.order, "holder": record.holder,
+            "status": record.status.name.lower(), "event": record.event, "date": record.date,
+            "zone": record.zone, "entries": state.entries, "inside": bool(state.inside),
+        })
+        if len(results) >= MAX_SEARCH_RESULTS:
+            break
+    return json_response({"q": query, "results": results})
+
+
+async def get_status(request: web.Request) -> web.Response:
+    _authorize(request)
+    service = request.app[SERVICE]
+    now = time.time()
+    counts = service.index.counts()
+    rss = rss_bytes()
+    mapped = service.index.mapped_bytes()
+    committer = service.committer
+    return json_response({
+        "node_id": request.app[NODE_ID],
+        "venue": service.catalog.venue,
+        "uptime_s": round(now - request.app[STARTED], 3),
+        "index": {"records": counts["records"], "codes": counts["codes"],
+                  "media": counts["media"], "dates": len(service.dates)},
+        "sync": {"cursor": service.cursor(), "lag_changes": None, "lag_s": None,
+                 "outbox": counts["scanlog"], "connected": False},
+        "scans": {"total": service.counters.scans, "accepted": service.counters.accepted,
+                  "per_s": round(service.rate.rate(now), 2),
+                  "logged": counts["scanlog"]},
+        "gates": sorted(service.profiles),
+        "devices": [],
+        "commits": {"count": committer.commits, "ops": committer.committed_ops},
+        "memory": {"rss_bytes": rss, "lmdb_mapped_bytes": mapped,
+                   "rss_minus_lmdb_bytes": rss - mapped},
+    })
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    c = service.counters
+    lines = [
+        "# HELP edge_scans_total Scans decided, by reason.",
+        "# TYPE edge_scans_total counter",
+    ]
+    by_reason = c.by_reason or {}
+    for reason in Reason:
+        result = "accepted" if reason in (Reason.OK, Reason.EXIT_OK) else "rejected"
+        lines.append(
+            f'edge_scans_total{{result="{result}",reason="{reason}"}} {by_reason.get(reason, 0)}'
+        )
+    committer = service.committer
+    lines += [
+        "# HELP edge_commits_total Group commits of the scan log.",
+        "# TYPE edge_commits_total counter",
+        f"edge_commits_total {committer.commits}",
+        "# HELP edge_committed_ops_total Operations written by group commits.",
+        "# TYPE edge_committed_ops_total counter",
+        f"edge_committed_ops_total {committer.committed_ops}",
+        "# HELP edge_quick_cancels_total Printed stock quick-cancelled.",
+        "# TYPE edge_quick_cancels_total counter",
+        f"edge_quick_cancels_total {c.quick_cancels}",
+        "# HELP edge_signature_checks_total Ed25519 verifications (index misses).",
+        "# TYPE edge_signature_checks_total counter",
+        f"edge_signature_checks_total {c.signature_checks}",
+        "# HELP edge_pending_scans Scans waiting for their commit.",
+        "# TYPE edge_pending_scans gauge",
+        f"edge_pending_scans {len(service.pending_answers)}",
+        "",
+    ]
+    return web.Response(text="\n".join(lines), content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type": "version=0.0.4"})
+
+
+async def not_found(request: web.Request) -> web.Response:
+    raise ApiError(404, "not_found", f"no such path {request.path}")
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/v1/scans", post_scan)
+    r.add_post("/api/v1/scans/batch", post_batch)
+    r.add_get("/api/v1/ws", websocket)
+    r.add_put("/api/v1/gates/{gate}", put_gate)
+    r.add_get("/api/v1/gates", get_gates)
+    r.add_post("/api/v1/quick-cancel", post_quick_cancel)
+    r.add_get("/api/v1/search", get_search)
+    r.add_get("/api/v1/status", get_status)
+    r.add_get("/metrics", get_metrics)

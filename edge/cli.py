@@ -1,0 +1,100 @@
+"""``python -m edge``: serve a node, or import a snapshot into its index offline."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from edge.app import EdgeConfig, build_app
+from edge.importer import import_file
+from sync.snapshot import SnapshotError
+
+log = logging.getLogger("edge")
+
+
+def _admin_token(data: Path, given: str | None) -> str:
+    token = given or os.environ.get("EDGE_ADMIN_TOKEN")
+    if token:
+        return token
+    path = data / "admin-token"
+    if path.exists():
+        return path.read_text().strip()
+    data.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    log.warning("no admin token given: generated one in %s", path)
+    return token
+
+
+async def _serve(config: EdgeConfig) -> None:
+    app = build_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, backlog=1024, reuse_address=True)
+    await site.start()
+    log.info("listening on http://%s:%d", config.host, config.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"edge node serving on http://{config.host}:{config.port}", flush=True)
+    await stop.wait()
+    log.info("stopping: draining in-flight scans")
+    await runner.cleanup()
+
+
+def _run(coro_factory: object) -> None:
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(coro_factory)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the node's HTTP/WebSocket API")
+    serve.add_argument("--data", type=Path, required=True, help="LMDB data directory")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8800)
+    serve.add_argument("--admin-token", help="technician token (or EDGE_ADMIN_TOKEN)")
+    serve.add_argument("--node-id", help="stable node id (default: generated once, stored)")
+    serve.add_argument("--no-sync-writes", action="store_true",
+                       help="do not fsync commits (benchmarks of the CPU path only)")
+    serve.add_argument("--log-level", default="INFO")
+    imp = sub.add_parser("import", help="build the index from a snapshot file, offline")
+    imp.add_argument("--data", type=Path, required=True)
+    imp.add_argument("snapshot", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(args, "log_level", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "import":
+        try:
+            report = import_file(args.data, args.snapshot)
+        except (OSError, SnapshotError) as exc:
+            print(f"import failed: {exc}", file=sys.stderr)
+            return 2
+        print(f"imported {report.records} records for venue {report.venue!r} "
+              f"(cursor {report.cursor}) in {report.seconds:.2f} s")
+        return 0
+    config = EdgeConfig(
+        data=args.data, admin_token=_admin_token(args.data, args.admin_token),
+        host=args.host, port=args.port, node_id=args.node_id,
+        sync_writes=not args.no_sync_writes,
+    )
+    _run(_serve(config))
+    return 0

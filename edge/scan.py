@@ -1,0 +1,499 @@
+"""ScanService: the one place where I/O and the scan decision meet.
+
+One scan (see ARCHITECTURE.md): remembered answer by scan_id → find the record (digest
+lookup, or signature check for signed codes the index does not know) → prior state
+(pending overlay first) → ``decide`` → reserve the new state in the overlay → group
+commit → answer. From the lookup to the reservation there is no ``await``, so two
+concurrent scans of one ticket on this loop always see each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+
+from edge.decision import decide
+from edge.index import Index, encoder, record_decoder, state_decoder, u64
+from edge.model import (
+    Decision,
+    Direction,
+    GateProfile,
+    GateView,
+    Result,
+    ScanRequest,
+    TicketInfo,
+)
+from edge.scanlog import (
+    GroupCommitter,
+    LogEntry,
+    QuickCancelAnswer,
+    StoredAnswer,
+    answer_decoder,
+)
+from sync.codes import (
+    MAX_CODE_CHARS,
+    Claims,
+    KeyRing,
+    ParsedCode,
+    code_digest,
+    is_signed_text,
+    parse,
+    verify,
+)
+from sync.rules import EMPTY_STATE, Reason, ScanState
+from sync.snapshot import Catalog, Channel, Date, PassProduct, Record, Status
+
+MAX_SCAN_ID_CHARS: Final = 128
+MAX_GATE_CHARS: Final = 64
+MAX_VERIFIED_CACHE: Final = 65536
+MAX_FUTURE_SKEW_S: Final = 300.0
+"""A device clock may run ahead of the node's by this much; later times are clamped."""
+QUICK_CANCEL_PREFIX: Final = b"qc\x00"
+QUICK_CANCEL_SOLD: Final = "sold"
+
+_profile_decoder: Final = msgspec.msgpack.Decoder(GateProfile)
+_quick_decoder: Final = msgspec.msgpack.Decoder(QuickCancelAnswer)
+
+
+class EdgeError(Exception):
+    """Root of the edge node's errors.
+
+    EdgeError
+    ├── UnknownGate      the scan names a gate with no profile (4xx)
+    ├── InvalidGate      a gate profile names dates/events/zones the node does not know
+    └── edge.scanlog.CommitFailed (separate root: the disk failed; client retries)
+    """
+
+
+class UnknownGate(EdgeError):
+    pass
+
+
+class InvalidGate(EdgeError):
+    pass
+
+
+class Unverified:
+    """Marker for a signed code whose signature failed or whose key is unusable."""
+
+
+_FORGED: Final = Unverified()
+
+
+@dataclass(slots=True)
+class Counters:
+    scans: int = 0
+    accepted: int = 0
+    by_reason: dict[str, int] | None = None
+    quick_cancels: int = 0
+    signature_checks: int = 0
+
+
+class RateMeter:
+    """Scans per second over the last few whole seconds."""
+
+    WINDOW_S: Final = 10
+
+    def __init__(self) -> None:
+        self._buckets = [0] * self.WINDOW_S
+        self._second = 0
+
+    def tick(self, now: float) -> None:
+        second = int(now)
+        if second != self._second:
+            self._advance(second)
+        self._buckets[second % self.WINDOW_S] += 1
+
+    def _advance(self, second: int) -> None:
+        gap = min(second - self._second, self.WINDOW_S)
+        for i in range(1, gap + 1):
+            self._buckets[(self._second + i) % self.WINDOW_S] = 0
+        self._second = second
+
+    def rate(self, now: float) -> float:
+        self._advance(int(now)) if int(now) != self._second else None
+        full = sum(self._buckets) - self._buckets[int(now) % self.WINDOW_S]
+        return full / (self.WINDOW_S - 1)
+
+
+def day_of(start: float) -> int:
+    return datetime.fromtimestamp(start, UTC).date().toordinal()
+
+
+class ScanService:
+    """Decides scans against the index; every write goes through the group committer."""
+
+    def __init__(
+        self,
+        index: Index,
+        committer: GroupCommitter,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.index = index
+        self.env = index.env
+        self.committer = committer
+        self.clock = clock
+        self.pending_state: dict[int, tuple[ScanState, int]] = {}
+        self.pending_records: dict[int, Record] = {}
+        self.pending_answers: dict[bytes, asyncio.Future[StoredAnswer]] = {}
+        self.pending_quick: dict[bytes, asyncio.Future[QuickCancelAnswer]] = {}
+        self._generation = 0
+        self._verified: dict[bytes, Claims | Unverified | None] = {}
+        self.counters = Counters(by_reason={})
+        self.rate = RateMeter()
+        self.profiles: dict[str, GateProfile] = {}
+        self.gates: dict[str, GateView] = {}
+        self.dates: dict[int, Date] = {}
+        self.products: dict[int, PassProduct] = {}
+        self.keyring = KeyRing()
+        self._any_revoked = False
+        self.catalog = Catalog()
+        self.reload()
+
+    # -- catalogue and gates ---------------------------------------------------------
+
+    def cursor(self) -> int:
+        """Change-feed position the index is consistent with."""
+        raw = self.index.get_meta("cursor")
+        return int(msgspec.msgpack.decode(raw)) if raw else 0
+
+    def reload(self) -> None:
+        """(Re)load the catalogue and gate profiles from the index."""
+        catalog = self.index.catalog()
+        self.catalog = catalog
+        self.dates = {
+            d.id: d if d.day else Date(d.id, d.event, d.start, d.end, d.doors_open, day_of(d.start))
+            for d in catalog.dates
+        }
+        self.products = {p.id: p for p in catalog.products}
+        revoked = {k.id for k in catalog.keys if k.revoked}
+        self.keyring = KeyRing.from_raw({k.id: k.public for k in catalog.keys}, revoked)
+        self._any_revoked = bool(revoked)
+        self._verified.clear()
+        self.profiles = {
+            key[5:]: _profile_decoder.decode(raw) for key, raw in self.index.meta_items("gate:")
+        }
+        self.gates = {}
+        for name, profile in self.profiles.items():
+            try:
+                self.gates[name] = self.resolve_gate(name, profile)
+            except InvalidGate:
+                continue
+
+    def resolve_gate(self, name: str, profile: GateProfile) -> GateView:
+        if profile.dates is None and profile.events is None:
+            dates = dict(self.dates)
+        else:
+            dates = {}
+            for date_id in profile.dates or ():
+                if date_id not in self.dates:
+                    raise InvalidGate(f"unknown date {date_id}")
+                dates[date_id] = self.dates[date_id]
+            event_ids = set(profile.events or ())
+            known_events = {e.id for e in self.catalog.events} | {
+                d.event for d in self.dates.values()
+            }
+            missing = event_ids - known_events
+            if missing:
+                raise InvalidGate(f"unknown event {min(missing)}")
+            for d in self.dates.values():
+                if d.event in event_ids:
+                    dates[d.id] = d
+        zones = frozenset(profile.zones or ())
+        known_zones = {z.id for z in self.catalog.zones}
+        if zones - known_zones:
+            raise InvalidGate(f"unknown zone {min(zones - known_zones)}")
+        return GateView(name, profile.mode, dates, zones)
+
+    async def put_gate(self, name: str, profile: GateProfile) -> GateView:
+        view = self.resolve_gate(name, profile)
+        raw = encoder.encode(profile)
+        key = f"gate:{name}".encode()
+
+        def op(txn: Any, _c: GroupCommitter) -> None:
+            txn.put(key, raw, db=self.index.meta)
+
+        await self.committer.submit(op)
+        self.profiles[name] = profile
+        self.gates[name] = view
+        return view
+
+    # -- lookup ----------------------------------------------------------------------
+
+    def _find(self, txn: Any, code: str) -> Record | Reason:
+        if not code or len(code) > MAX_CODE_CHARS or not code.isprintable():
+            return Reason.MALFORMED
+        digest = code_digest(code)
+        signed = is_signed_text(code)
+        key = txn.get(digest, db=self.index.codes)
+        if key is not None:
+            if signed and self._any_revoked:
+                parsed = parse(code)
+                if isinstance(parsed, ParsedCode) and self.keyring.is_revoked(
+                    parsed.claims.key_id
+                ):
+                    return Reason.FORGED
+            return self._record(txn, key)
+        if not signed:
+            key = txn.get(digest, db=self.index.media)
+            if key is None:
+                return Reason.UNKNOWN
+            return self._record(txn, key)
+        claims = self._verify(code, digest)
+        if claims is None:
+            return Reason.MALFORMED
+        if claims is _FORGED:
+            return Reason.FORGED
+        assert isinstance(claims, Claims)
+        key = u64(claims.id)
+        known = self.pending_records.get(claims.id)
+        if known is not None:
+            return known
+        raw = txn.get(key, db=self.index.records)
+        if raw is not None:
+            return record_decoder.decode(raw)
+        # Validly signed, issued after the last sync: the signature is the authority.
+        return Record(
+            claims.id, claims.kind, Status.VALID, claims.event, claims.date, claims.zone, digest
+        )
+
+    def _record(self, txn: Any, key: bytes) -> Record | Reason:
+        (ident,) = (int.from_bytes(key, "big"),)
+        pending = self.pending_records.get(ident)
+        if pending is not None:
+            return pending
+        raw = txn.get(key, db=self.index.records)
+        if raw is None:
+            return Reason.UNKNOWN
+        return record_decoder.decode(raw)
+
+    def _verify(self, code: str, digest: bytes) -> Claims | Unverified | None:
+        """Claims of a signed code, ``_FORGED``, or None when malformed. Cached."""
+        cache = self._verified
+        if digest in cache:
+            return cache[digest]
+        parsed = parse(code)
+        result: Claims | Unverified | None
+        if not isinstance(parsed, ParsedCode):
+            result = None
+        else:
+            self.counters.signature_checks += 1
+            result = parsed.claims if verify(parsed, self.keyring) else _FORGED
+        if len(cache) >= MAX_VERIFIED_CACHE:
+            for old in list(cache)[: MAX_VERIFIED_CACHE // 2]:
+                del cache[old]
+        cache[digest] = result
+        return result
+
+    def _state(self, txn: Any, ident: int) -> ScanState:
+        pending = self.pending_state.get(ident)
+        if pending is not None:
+            return pending[0]
+        raw = txn.get(u64(ident), db=self.index.state)
+        return state_decoder.decode(raw) if raw else EMPTY_STATE
+
+    # -- scans -----------------------------------------------------------------------
+
+    def gate(self, name: str) -> GateView:
+        view = self.gates.get(name)
+        if view is None:
+            raise UnknownGate(name)
+        return view
+
+    async def scan(self, req: ScanRequest, *, offline: bool = False) -> StoredAnswer:
+        """Decide, log durably, and answer one scan. The same scan_id, the same answer."""
+        sid = req.scan_id.encode()
+        waiting = self.pending_answers.get(sid)
+        if waiting is not None:
+            return await asyncio.shield(waiting)
+        gate = self.gate(req.gate)
+        now = self.clock()
+        at = now
+        if req.scanned_at is not None and offline:
+            at = min(req.scanned_at, now + MAX_FUTURE_SKEW_S)
+        with self.env.begin() as txn:
+            remembered = txn.get(sid, db=self.index.answers)
+            if remembered is not None:
+                return answer_decoder.decode(remembered)
+            found = self._find(txn, req.code.strip())
+            if isinstance(found, Reason):
+                record = None
+                decision = Decision(Result.REJECTED, found, _entry(req.direction), None)
+                state = EMPTY_STATE
+            else:
+                record = found
+                state = self._state(txn, record.id)
+                product = self.products.get(record.event) if record.kind else None
+                decision = decide(record, state, gate, at, req.direction, product)
+        return await self._record_scan(sid, req, record, state, decision, gate, at, now, offline)
+
+    async def _record_scan(
+        self,
+        sid: bytes,
+        req: ScanRequest,
+        record: Record | None,
+        state: ScanState,
+        decision: Decision,
+        gate: GateView,
+        at: float,
+        now: float,
+        offline: bool,
+    ) -> StoredAnswer:
+        new_state = decision.new_state
+        ticket: TicketInfo | None = None
+        entries: int | None = None
+        ident = 0
+        if record is not None:
+            ident = record.id
+            date = self.dates.get(decision.date) if decision.date else None
+            ticket = TicketInfo(
+                ident,
+                "pass" if record.kind else "ticket",
+                date.event if date is not None else record.event,
+                decision.date or record.date,
+                record.zone,
+                record.holder,
+                record.order,
+            )
+            entries = (new_state or state).entries
+        answer = StoredAnswer(decision.result, decision.reason, decision.direction, ticket, entries)
+        entry = LogEntry(
+            req.scan_id, ident, decision.result, decision.reason, decision.direction,
+            req.gate, gate.mode, decision.date, at, now, "scan", offline,
+        )
+        generation = 0
+        if new_state is not None:
+            self._generation += 1
+            generation = self._generation
+            self.pending_state[ident] = (new_state, generation)
+        state_raw = encoder.encode(new_state) if new_state is not None else None
+        answer_raw = encoder.encode(answer)
+        index = self.index
+
+        def op(txn: Any, committer: GroupCommitter) -> None:
+            committer.append_log(txn, entry)
+            if state_raw is not None:
+                txn.put(u64(ident), state_raw, db=index.state)
+            txn.put(sid, answer_raw, db=index.answers)
+
+        waiter: asyncio.Future[StoredAnswer] = asyncio.get_running_loop().create_future()
+        self.pending_answers[sid] = waiter
+        try:
+            await self.committer.submit(op)
+        except BaseException as exc:
+            waiter.set_exception(exc)
+            waiter.exception()  # retrieved: callers of the original scan get the error
+            raise
+        else:
+            waiter.set_result(answer)
+        finally:
+            del self.pending_answers[sid]
+            if generation and self.pending_state.get(ident, (None, 0))[1] == generation:
+                del self.pending_state[ident]
+        self._count(answer.reason, now)
+        return answer
+
+    def _count(self, reason: Reason, now: float) -> None:
+        c = self.counters
+        c.scans += 1
+        if reason is Reason.OK or reason is Reason.EXIT_OK:
+            c.accepted += 1
+        by = c.by_reason
+        assert by is not None
+        by[reason] = by.get(reason, 0) + 1
+        self.rate.tick(now)
+
+    async def scan_batch(self, reqs: list[ScanRequest]) -> list[StoredAnswer]:
+        """Offline scans: decided in scanned_at order (per ticket), answered in input order."""
+        for req in reqs:
+            self.gate(req.gate)
+        now = self.clock()
+        times = [now if r.scanned_at is None else r.scanned_at for r in reqs]
+        order = sorted(range(len(reqs)), key=times.__getitem__)
+        results: list[StoredAnswer | None] = [None] * len(reqs)
+        tasks: list[tuple[int, asyncio.Task[StoredAnswer]]] = []
+        for i in order:
+            # Each task decides synchronously up to its commit wait, in this order.
+            task = asyncio.ensure_future(self.scan(reqs[i], offline=True))
+            await asyncio.sleep(0)
+            tasks.append((i, task))
+        for i, task in tasks:
+            results[i] = await task
+        return [r for r in results if r is not None]
+
+    # -- quick cancellation ----------------------------------------------------------
+
+    async def quick_cancel(self, scan_id: str, code: str) -> QuickCancelAnswer:
+        """Cancel unsold printed stock at once. Never an online customer's or used ticket.
+
+        Refusals: ``malformed``/``forged``/``unknown`` (no such stock), ``cancelled``
+        (already), ``already_used``, and ``sold`` (sold to a customer: not stock).
+        """
+        sid = QUICK_CANCEL_PREFIX + scan_id.encode()
+        waiting = self.pending_quick.get(sid)
+        if waiting is not None:
+            return await asyncio.shield(waiting)
+        now = self.clock()
+        new_record: Record | None = None
+        ident = 0
+        with self.env.begin() as txn:
+            remembered = txn.get(sid, db=self.index.answers)
+            if remembered is not None:
+                return _quick_decoder.decode(remembered)
+            found = self._find(txn, code.strip())
+            if isinstance(found, Reason):
+                reason: str = found
+            else:
+                ident = found.id
+                if found.status == Status.CANCELLED:
+                    reason = Reason.CANCELLED
+                elif self._state(txn, ident).entries:
+                    reason = Reason.ALREADY_USED
+                elif found.sold or found.channel == Channel.ONLINE:
+                    reason = QUICK_CANCEL_SOLD
+                else:
+                    reason = Reason.OK
+                    new_record = msgspec.structs.replace(found, status=Status.CANCELLED)
+        result = Result.ACCEPTED if new_record is not None else Result.REJECTED
+        answer = QuickCancelAnswer(result, reason)
+        entry = LogEntry(scan_id, ident, result, reason, Direction.ENTRY, "", "",
+                         0, now, now, "quick_cancel")
+        if new_record is not None:
+            self.pending_records[ident] = new_record
+        record_raw = encoder.encode(new_record) if new_record is not None else None
+        answer_raw = encoder.encode(answer)
+        index = self.index
+
+        def op(txn: Any, committer: GroupCommitter) -> None:
+            committer.append_log(txn, entry)
+            if record_raw is not None:
+                txn.put(u64(ident), record_raw, db=index.records)
+            txn.put(sid, answer_raw, db=index.answers)
+
+        waiter: asyncio.Future[QuickCancelAnswer] = asyncio.get_running_loop().create_future()
+        self.pending_quick[sid] = waiter
+        try:
+            await self.committer.submit(op)
+        except BaseException as exc:
+            waiter.set_exception(exc)
+            waiter.exception()
+            raise
+        else:
+            waiter.set_result(answer)
+        finally:
+            del self.pending_quick[sid]
+            if new_record is not None:
+                self.pending_records.pop(ident, None)
+        self.counters.quick_cancels += result is Result.ACCEPTED
+        return answer
+
+
+def _entry(direction: Direction) -> Direction:
+    return Direction.ENTRY if direction == Direction.AUTO else direction
