@@ -39,6 +39,7 @@ MAX_BATCH_SCANS: Final = 1000
 MAX_WS_IN_FLIGHT: Final = 64
 MAX_WS_MESSAGE_BYTES: Final = 16 * 1024
 MAX_SEARCH_RESULTS: Final = 50
+SEARCH_BUDGET_S: Final = 5.0
 MAX_CODE_FIELD_CHARS: Final = 4096
 """Longer ``code`` fields are refused as a bad request; up to this, ``malformed``."""
 
@@ -279,25 +280,29 @@ async def get_search(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid", "q must be 2-100 characters")
     service = request.app[SERVICE]
     words = query.split()
-    ids = service.index.search_ids(words[0], MAX_SEARCH_RESULTS * 4)
+    needles = [w.encode() for w in words]
     results: list[dict[str, Any]] = []
-    for ident in ids:
-        record = service.index.record(ident)
-        if record is None:
-            continue
-        haystack = f"{record.order} {record.holder}".lower()
-        if not all(w in haystack for w in words[1:]):
-            continue
-        state = service.index.state_of(ident)
-        results.append({
-            "id": record.id, "kind": "pass" if record.kind else "ticket",
-            "order": record.order, "holder": record.holder,
-            "status": record.status.name.lower(), "event": record.event, "date": record.date,
-            "zone": record.zone, "entries": state.entries, "inside": bool(state.inside),
-        })
-        if len(results) >= MAX_SEARCH_RESULTS:
+    after: bytes | None = None
+    deadline = time.monotonic() + SEARCH_BUDGET_S
+    while len(results) < MAX_SEARCH_RESULTS and time.monotonic() < deadline:
+        matches, after = service.index.search_chunk(needles, after)
+        for record in matches:
+            haystack = f"{record.order} {record.holder}".lower()
+            if not all(w in haystack for w in words):
+                continue
+            state = service.index.state_of(record.id)
+            results.append({
+                "id": record.id, "kind": "pass" if record.kind else "ticket",
+                "order": record.order, "holder": record.holder,
+                "status": record.status.name.lower(), "event": record.event,
+                "date": record.date, "zone": record.zone, "entries": state.entries,
+                "inside": bool(state.inside),
+            })
+        if after is None:
             break
-    return json_response({"q": query, "results": results})
+        await asyncio.sleep(0)  # let scans through between chunks
+    return json_response({"q": query, "results": results[:MAX_SEARCH_RESULTS],
+                          "complete": after is None})
 
 
 async def get_status(request: web.Request) -> web.Response:

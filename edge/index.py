@@ -11,7 +11,6 @@ media      media digest (16 bytes)  id u64 (RFID card UIDs)
 state      id u64                   msgpack ``sync.rules.ScanState``
 scanlog    seq u64                  msgpack ``edge.scanlog.LogEntry`` (the sync outbox)
 answers    scan_id (utf-8)          msgpack ``edge.scanlog.StoredAnswer``
-search     token 0x00 id u64        empty (order numbers and holder name words)
 meta       ascii key                msgpack (catalog, gates, cursor, node id, ...)
 =========  =======================  ===========================================
 
@@ -38,7 +37,9 @@ from sync.snapshot import Catalog, Record
 U64: Final = struct.Struct(">Q")
 DEFAULT_MAP_BYTES: Final = 1 << 30
 MAX_DBS: Final = 16
-DB_NAMES: Final = ("records", "codes", "media", "state", "scanlog", "answers", "search", "meta")
+DB_NAMES: Final = ("records", "codes", "media", "state", "scanlog", "answers", "meta")
+SEARCH_CHUNK: Final = 4096
+"""Records examined per read transaction by ``search_chunk``."""
 
 record_decoder: Final = msgspec.msgpack.Decoder(Record)
 state_decoder: Final = msgspec.msgpack.Decoder(ScanState)
@@ -50,18 +51,17 @@ def u64(n: int) -> bytes:
     return U64.pack(n)
 
 
-def search_tokens(record: Record) -> set[str]:
-    """Lower-case words a technician may search a record by."""
-    tokens = {word.lower() for word in record.holder.split() if len(word) >= 2}
-    if record.order:
-        tokens.add(record.order.lower())
-    return tokens
-
-
 class Index:
     """Owns the LMDB environment and its named databases."""
 
-    def __init__(self, path: Path, *, map_bytes: int = DEFAULT_MAP_BYTES, sync: bool = True):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        map_bytes: int = DEFAULT_MAP_BYTES,
+        sync: bool = True,
+        writemap: bool = False,
+    ):
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         data_file = path / "data.mdb"
@@ -73,6 +73,7 @@ class Index:
             sync=sync,
             metasync=sync,
             readahead=False,
+            writemap=writemap,
             max_spare_txns=4,
         )
         self.db: dict[str, Any] = {
@@ -84,7 +85,6 @@ class Index:
         self.state = self.db["state"]
         self.scanlog = self.db["scanlog"]
         self.answers = self.db["answers"]
-        self.search = self.db["search"]
         self.meta = self.db["meta"]
 
     def close(self) -> None:
@@ -141,17 +141,33 @@ class Index:
                 return int(value)
         return 0
 
-    def search_ids(self, token: str, limit: int) -> list[int]:
-        prefix = token.encode()
-        ids: list[int] = []
-        with self.env.begin(db=self.search) as txn:
+    def search_chunk(
+        self, needles: list[bytes], after: bytes | None
+    ) -> tuple[list[Record], bytes | None]:
+        """Records whose raw bytes contain every needle (lower-case), in one chunk.
+
+        Search reads the records themselves: a technician's search is rare, and a
+        separate search index would cost the import and every update. Returns the
+        matches and the key to continue after (None at the end).
+        """
+        matches: list[Record] = []
+        last: bytes | None = None
+        with self.env.begin(db=self.records) as txn:
             cursor = txn.cursor()
-            if cursor.set_range(prefix):
-                for key in cursor.iternext(keys=True, values=False):
-                    if not key.startswith(prefix) or len(ids) >= limit:
-                        break
-                    ids.append(U64.unpack(key[-8:])[0])
-        return ids
+            positioned = cursor.set_range(after) if after is not None else cursor.first()
+            if not positioned:
+                return matches, None
+            if after is not None and cursor.key() == after and not cursor.next():
+                return matches, None
+            for _ in range(SEARCH_CHUNK):
+                last = cursor.key()
+                value = cursor.value()
+                low = value.lower()
+                if all(n in low for n in needles):
+                    matches.append(record_decoder.decode(value))
+                if not cursor.next():
+                    return matches, None
+        return matches, last
 
     def mapped_bytes(self) -> int:
         """Resident bytes of this process that are LMDB's mapped pages."""
