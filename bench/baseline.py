@@ -29,9 +29,7 @@ async def scan(request: web.Request) -> web.Response:
     except msgspec.DecodeError as exc:
         return web.json_response({"error": "bad_request", "message": str(exc)}, status=400)
     direction = Direction.ENTRY if body.direction == Direction.AUTO else body.direction
-    answer = ScanAnswer(
-        body.scan_id, Result.ACCEPTED, Reason.OK, "Welcome", direction, _TICKET, 1
-    )
+    answer = ScanAnswer(body.scan_id, Result.ACCEPTED, Reason.OK, "Welcome", direction, _TICKET, 1)
     return web.Response(body=_encoder.encode(answer), content_type="application/json")
 
 
@@ -56,9 +54,7 @@ def main(args: argparse.Namespace) -> int:
 
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    web.run_app(
-        make_app(), host=args.host, port=args.port, access_log=None, print=None, loop=loop
-    )
+    web.run_app(make_app(), host=args.host, port=args.port, access_log=None, print=None, loop=loop)
     return 0
 
 

@@ -80,10 +80,46 @@ UNPAID_SHARE = 0.02
 OPEN_SHARE = 0.85
 """Share of tickets on a date whose admission window is open at now."""
 
-_FIRST = ["Ana", "Ben", "Chloe", "David", "Elif", "Femi", "Greta", "Hugo", "Ines", "Jonas",
-          "Kenji", "Lea", "Marco", "Nora", "Omar", "Paula", "Quentin", "Rosa", "Sami", "Tara"]
-_LAST = ["Meier", "Rossi", "Dubois", "Novak", "Silva", "Keller", "Haddad", "Weber", "Larsen",
-         "Moreau", "Costa", "Fischer", "Bianchi", "Okafor", "Schmid", "Nguyen"]
+_FIRST = [
+    "Ana",
+    "Ben",
+    "Chloe",
+    "David",
+    "Elif",
+    "Femi",
+    "Greta",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kenji",
+    "Lea",
+    "Marco",
+    "Nora",
+    "Omar",
+    "Paula",
+    "Quentin",
+    "Rosa",
+    "Sami",
+    "Tara",
+]
+_LAST = [
+    "Meier",
+    "Rossi",
+    "Dubois",
+    "Novak",
+    "Silva",
+    "Keller",
+    "Haddad",
+    "Weber",
+    "Larsen",
+    "Moreau",
+    "Costa",
+    "Fischer",
+    "Bianchi",
+    "Okafor",
+    "Schmid",
+    "Nguyen",
+]
 _PLAIN_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 

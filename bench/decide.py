@@ -114,9 +114,7 @@ def run_round(mix: list[Scan], now: float) -> float:
 
 def measure(size: int, seconds: float, now: float) -> dict[str, Any]:
     mix = build_mix(size, now)
-    reasons = Counter(
-        str(decide(r, s, g, now, d, p).reason) for r, s, g, d, p in mix
-    )
+    reasons = Counter(str(decide(r, s, g, now, d, p).reason) for r, s, g, d, p in mix)
     run_round(mix, now)  # warm up
     best = float("inf")
     rounds = 0

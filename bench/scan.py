@@ -1,5 +1,683 @@
-"""placeholder"""
+"""Scan endpoint throughput and latency: the node against a bare aiohttp baseline.
+
+``python -m bench scan --tickets N --seconds S [--connections C]``
+
+One run does, on loopback only:
+
+1. builds (or reuses, while its admission windows are still open) a dataset with
+   ``bench.dataset`` under ``--work``;
+2. ``python -m edge import`` into a fresh data directory (timed);
+3. starts ``python -m edge serve`` and ``python -m bench.baseline``, both pinned to
+   CPU 0, and PUTs the dataset's gate profiles;
+4. loads the baseline, then the node, with ``wrk`` pinned to CPU 1 (this process too),
+   keep-alive, realistic ``POST /api/v1/scans`` bodies (``bench/scan.lua``); measures
+   each server's CPU use during the run (``server_cpu`` near 1.0 means the server was
+   the bottleneck, not the load generator);
+5. offers the node half the rate it reached, open-loop at a fixed rate
+   (``bench.rate``), and reports p99 from each request's scheduled time.
+
+The scan mix: mostly first entries of valid tickets at open dates, repeats
+(``already_used``), entries and exits at an entry/exit gate, passes walking through
+per-event gates (pass limits), tickets refused on their record, wrong zones, garbage
+and truncated codes, forged codes (tampered signature or payload, unknown key), and
+validly signed codes the snapshot does not hold. Each phase gets its own first-entry
+codes, so the node sees fresh tickets in every phase.
+"""
+
 from __future__ import annotations
+
 import argparse
-def add_arguments(p: argparse.ArgumentParser) -> None: ...
-def main(a: argparse.Namespace) -> int: return 0
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bench.dataset import CodeLine, write_dataset
+from bench.rate import fixed_rate
+from bench.report import cpu_count, emit, note, pin
+from sync.codes import ENVELOPE_V1, PAYLOAD_V1, Claims, Kind, sign
+
+LUA = Path(__file__).with_name("scan.lua")
+CACHE_MAX_AGE_S = 2 * 3600.0
+"""Dataset windows open at generation time stay open for about four hours."""
+ADMIN_TOKEN_BYTES = 18
+_WRK_RESULT = re.compile(r"^WRK_RESULT (\{.*\})\s*$", re.M)
+_METRIC_REASON = re.compile(r'^edge_scans_total\{[^}]*reason="([a-z_]+)"[^}]*\}\s+(\d+)', re.M)
+
+
+# ---------------------------------------------------------------- scan bodies
+
+
+@dataclass
+class Pools:
+    """Codes by role. First-entry pools are consumed so no phase reuses a ticket."""
+
+    fresh: list[CodeLine] = field(default_factory=list)
+    refused: list[CodeLine] = field(default_factory=list)
+    passes: list[CodeLine] = field(default_factory=list)
+    extra: list[CodeLine] = field(default_factory=list)
+    signed: list[str] = field(default_factory=list)
+    vip_zones: frozenset[int] = frozenset()
+    events: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+
+def load_pools(codes: Path, gates: dict[str, Any], seed: int) -> Pools:
+    """Read CODES.jsonl into shuffled pools."""
+    decoder = msgspec.json.Decoder(CodeLine)
+    pools = Pools(vip_zones=frozenset(gates.get("vip", {}).get("zones", ())))
+    with open(codes, "rb") as fh:
+        for raw in fh:
+            line = decoder.decode(raw)
+            if not line.in_snapshot:
+                pools.extra.append(line)
+            elif line.kind == "pass":
+                if line.status == "valid":
+                    pools.passes.append(line)
+            elif line.status == "valid" and line.open:
+                pools.fresh.append(line)
+            else:
+                pools.refused.append(line)
+            if line.code.startswith(ENVELOPE_V1) and len(pools.signed) < 5000:
+                pools.signed.append(line.code)
+    rng = random.Random(seed)
+    for pool in (pools.fresh, pools.refused, pools.passes, pools.extra):
+        rng.shuffle(pool)
+    return pools
+
+
+def _garbage(rng: random.Random, signed: list[str]) -> str:
+    """A code no reader accepts, or a plain code nobody issued."""
+    pick = rng.randrange(6)
+    sample = rng.choice(signed) if signed else ENVELOPE_V1 + "A" * 136
+    if pick == 0:  # truncated signed code (scanner read half the QR)
+        return sample[: rng.randrange(4, len(sample) - 1)]
+    if pick == 1:  # wrong alphabet
+        return sample[:50] + "018" + sample[53:]
+    if pick == 2:  # lower-cased by a keyboard-wedge on the wrong layout
+        return sample.lower()
+    if pick == 3:  # line noise
+        return "".join(
+            rng.choice("!#%&()*+-./:;<=>?@[]^_{|}~ ") for _ in range(rng.randrange(3, 40))
+        )
+    if pick == 4:  # unknown envelope version
+        return "GK9" + sample[3:]
+    return "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(12))
+
+
+def _forged(rng: random.Random, signed: list[str], foreign: Ed25519PrivateKey) -> str:
+    """A well-formed signed code whose signature does not hold."""
+    pick = rng.randrange(3)
+    if pick == 2 or not signed:
+        ident = rng.randrange(10**9, 2 * 10**9)
+        return sign(Claims(2, Kind.TICKET, ident, 1, 1, 1), foreign)  # key 2: unknown
+    code = rng.choice(signed)
+    # Payload chars precede the signature; avoid the last char (padding bits).
+    payload_chars = len(ENVELOPE_V1) + (PAYLOAD_V1.size * 8) // 5
+    if pick == 0:
+        pos = rng.randrange(payload_chars + 2, len(code) - 2)
+    else:
+        pos = rng.randrange(len(ENVELOPE_V1) + 4, payload_chars - 1)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".replace(code[pos], "")
+    return code[:pos] + rng.choice(alphabet) + code[pos + 1 :]
+
+
+def _line(code: str, gate: str, direction: str | None = None) -> bytes:
+    """A body without its leading ``{"scan_id":...,`` (the load generator adds it)."""
+    out = b'"code":' + msgspec.json.encode(code) + b',"gate":"' + gate.encode() + b'"'
+    if direction:
+        out += b',"direction":"' + direction.encode() + b'"'
+    return out + b"}"
+
+
+def scan_lines(pools: Pools, count: int, rng: random.Random) -> list[bytes]:
+    """*count* scan bodies in a realistic mix and order (one device stream)."""
+    foreign = Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
+    admitted: list[str] = []
+    inside: list[str] = []
+    left: list[str] = []
+    pass_walk: list[tuple[str, int]] = []
+    out: list[bytes] = []
+
+    def fresh() -> CodeLine | None:
+        while pools.fresh:
+            line = pools.fresh.pop()
+            if line.zone not in pools.vip_zones:
+                return line
+            out.append(_line(line.code, "vip"))  # a VIP ticket at the VIP gate: ok
+        return None
+
+    for _ in range(count):
+        roll = rng.random()
+        if roll < 0.70:
+            line = fresh()
+            if line is None:  # pool exhausted: the node will answer already_used
+                out.append(_line(rng.choice(admitted or pools.signed or ["NONE"]), "main"))
+                continue
+            out.append(_line(line.code, "main"))
+            admitted.append(line.code)
+        elif roll < 0.77 and admitted:
+            out.append(_line(rng.choice(admitted[-5000:]), "main"))
+        elif roll < 0.83:
+            pick = rng.random()
+            if pick < 0.45 or not inside:
+                line = fresh()
+                if line is not None:
+                    out.append(_line(line.code, "inout", "entry"))
+                    inside.append(line.code)
+            elif pick < 0.80:
+                code = inside.pop(rng.randrange(len(inside)))
+                out.append(_line(code, "inout", rng.choice(("exit", "auto"))))
+                left.append(code)
+            elif pick < 0.90 and left:
+                code = left.pop()
+                out.append(_line(code, "inout", "auto"))  # back in
+                inside.append(code)
+            elif pick < 0.95:
+                out.append(_line(rng.choice(inside), "inout", "entry"))  # already_inside
+            else:
+                line = fresh()
+                if line is not None:
+                    out.append(_line(line.code, "inout", "exit"))  # not_inside
+        elif roll < 0.87:
+            if pass_walk and rng.random() < 0.7:
+                i = rng.randrange(len(pass_walk))
+                code, step = pass_walk[i]
+                event = pools.events[step % len(pools.events)]
+                out.append(_line(code, f"event-{event}"))
+                if step + 1 >= len(pools.events):
+                    pass_walk.pop(i)
+                else:
+                    pass_walk[i] = (code, step + 1)
+            elif pools.passes:
+                code = pools.passes.pop().code
+                out.append(_line(code, f"event-{pools.events[0]}"))
+                pass_walk.append((code, 1))
+        elif roll < 0.91 and pools.refused:
+            out.append(_line(rng.choice(pools.refused).code, "main"))
+        elif roll < 0.92:
+            line = fresh()
+            if line is not None:
+                out.append(_line(line.code, "vip"))  # wrong_zone (not a VIP ticket)
+        elif roll < 0.95:
+            out.append(_line(_garbage(rng, pools.signed), "main"))
+        elif roll < 0.97:
+            out.append(_line(_forged(rng, pools.signed, foreign), "main"))
+        elif roll < 0.985:
+            if pools.extra:
+                code = pools.extra.pop().code
+                admitted.append(code)
+                out.append(_line(code, "main"))
+        else:
+            out.append(_line(rng.choice(admitted or ["X"]), "inout", "exit"))
+    return out
+
+
+def write_bodies(
+    base: Path, threads: int, per_thread: int, pools: Pools, rng: random.Random
+) -> int:
+    """Write ``base.0 .. base.{threads-1}`` for ``scan.lua``; return lines written."""
+    total = 0
+    for t in range(threads):
+        lines = scan_lines(pools, per_thread, rng)
+        Path(f"{base}.{t}").write_bytes(b"\n".join(lines) + b"\n")
+        total += len(lines)
+    return total
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pinned_to(cpu: int | None) -> Any:
+    if cpu is None:
+        return None
+
+    def preexec() -> None:
+        pin(0, cpu)
+
+    return preexec
+
+
+@dataclass
+class Proc:
+    """A child process in its own process group, stopped with its whole group."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(5)
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def start(name: str, argv: list[str], logs: Path, cpu: int | None) -> Proc:
+    log = logs / f"{name}.log"
+    with open(log, "wb") as out:
+        popen = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_pinned_to(cpu),
+        )
+    return Proc(name, popen, log)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of *pid* and its live descendants, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(")") + 2 :].split()
+        p = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(p)
+        stats[p] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, 0.0)
+        todo.extend(children.get(p, ()))
+    return total
+
+
+def cpu_times(cpu: int) -> tuple[int, int]:
+    """(busy, total) jiffies of one CPU from /proc/stat; busy counts softirq too."""
+    if cpu < 0:
+        return 0, 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            values = [int(v) for v in line.split()[1:]]
+            idle = values[3] + values[4]
+            return sum(values) - idle, sum(values)
+    return 0, 0
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                out[key] = round(int(value.split()[0]) / 1024, 1)
+    except OSError:
+        pass
+    return out
+
+
+def http(
+    method: str, url: str, token: str, body: Any = None, timeout: float = 5.0
+) -> tuple[int, bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def wait_ready(proc: Proc, url: str, token: str, timeout: float) -> float:
+    """Seconds until ``GET url`` answers 200; raise if the process dies or time runs out."""
+    started = time.perf_counter()
+    deadline = started + timeout
+    while time.perf_counter() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.tail()}")
+        try:
+            status, _ = http("GET", url, token, timeout=1.0)
+            if status == 200:
+                return time.perf_counter() - started
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"{proc.name} not ready after {timeout} s:\n{proc.tail()}")
+
+
+def run_wrk(
+    url: str,
+    bodies: Path,
+    token: str,
+    seconds: float,
+    connections: int,
+    threads: int,
+    pid: int,
+    nonce: str,
+) -> dict[str, Any]:
+    """One wrk run; adds the server's CPU share (``server_cpu``) and requests/s."""
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{max(connections, threads)}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        str(bodies),
+        nonce,
+        token,
+    ]
+    affinity = os.sched_getaffinity(pid)
+    server_core = next(iter(affinity)) if len(affinity) == 1 else -1
+    cpu0 = cpu_seconds(pid)
+    core0 = cpu_times(server_core)
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    wall = time.perf_counter() - t0
+    cpu1 = cpu_seconds(pid)
+    core1 = cpu_times(server_core)
+    found = _WRK_RESULT.search(done.stdout)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr}")
+    result: dict[str, Any] = json.loads(found.group(1))
+    duration = result["duration_us"] / 1e6
+    result["per_s"] = round(result["requests"] / duration, 1) if duration else 0.0
+    # wrk's own duration, not the wall time around it: the server idles while wrk
+    # starts and reads its bodies, and that must not count as spare capacity.
+    result["server_cpu"] = round((cpu1 - cpu0) / duration, 3) if duration else 0.0
+    result["wall_s"] = round(wall, 3)
+    # The server's whole core (when pinned), including the kernel's loopback softirq
+    # work, which /proc/PID/stat does not charge to the server.
+    busy = (core1[0] - core0[0]) / os.sysconf("SC_CLK_TCK")
+    result["server_core_busy"] = (
+        round(busy / duration, 3) if duration and server_core >= 0 else None
+    )
+    errors = result["errors"]
+    result["error_count"] = sum(errors.values())
+    return result
+
+
+def metric_reasons(base: str, token: str) -> Counter[str]:
+    try:
+        status, body = http("GET", base + "/metrics", token)
+    except OSError:
+        return Counter()
+    if status != 200:
+        return Counter()
+    out: Counter[str] = Counter()
+    for reason, value in _METRIC_REASON.findall(body.decode(errors="replace")):
+        out[reason] += int(value)
+    return out
+
+
+# ---------------------------------------------------------------- the run
+
+
+def dataset_for(work: Path, tickets: int, seed: int) -> tuple[Path, Path, Path, dict[str, Any]]:
+    """A dataset under *work*, reused while its admission windows are still open."""
+    folder = work / f"dataset-{tickets}-s{seed}"
+    snapshot, codes, gates = folder / "snapshot.gks", folder / "codes.jsonl", folder / "gates.json"
+    marker = folder / "dataset.json"
+    if marker.exists() and snapshot.exists() and codes.exists() and gates.exists():
+        info: dict[str, Any] = json.loads(marker.read_text())
+        if 0 <= time.time() - info["now"] < CACHE_MAX_AGE_S:
+            info["cached"] = True
+            return snapshot, codes, gates, info
+    note(f"scan: generating a {tickets}-record dataset in {folder}")
+    info = write_dataset(tickets, snapshot, codes, seed=seed)
+    marker.write_text(json.dumps(info))
+    info["cached"] = False
+    return snapshot, codes, gates, info
+
+
+def edge_available() -> bool:
+    try:
+        import edge.cli  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    two_cores = cpu_count() >= 2
+    if two_cores:
+        pin(0, 1)  # this process and wrk on CPU 1; servers on CPU 0
+    server_cpu = 0 if two_cores else None
+    work: Path = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    run_dir = work / f"run-{os.getpid()}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Any] = {
+        "tickets": args.tickets,
+        "seconds": args.seconds,
+        "connections": args.connections,
+        "wrk_threads": args.threads,
+        "pinned": two_cores,
+    }
+    procs: list[Proc] = []
+    rng = random.Random(args.seed)
+    nonce = secrets.token_hex(4)
+    token = secrets.token_urlsafe(ADMIN_TOKEN_BYTES)
+    python = sys.executable
+    node = args.node and edge_available()
+    if args.node and not node:
+        note("scan: edge.cli not found: measuring the baseline alone")
+    try:
+        snapshot, codes, gates_path, info = dataset_for(work, args.tickets, args.seed)
+        figures["dataset_cached"] = info["cached"]
+        gates: dict[str, Any] = json.loads(gates_path.read_text())
+        pools = load_pools(codes, gates, args.seed)
+        per_thread = max(1000, int(args.seconds * args.expect_rate / args.threads))
+        warm_bodies, full_bodies = run_dir / "warm", run_dir / "full"
+        write_bodies(warm_bodies, args.threads, max(500, per_thread // 20), pools, rng)
+        write_bodies(full_bodies, args.threads, per_thread, pools, rng)
+
+        base_port = free_port()
+        baseline = start(
+            "baseline",
+            [python, "-m", "bench.baseline", "--port", str(base_port)],
+            run_dir,
+            server_cpu,
+        )
+        procs.append(baseline)
+        base_url = f"http://127.0.0.1:{base_port}"
+
+        node_url = ""
+        node_proc: Proc | None = None
+        if node:
+            data = run_dir / "edge-data"
+            t0 = time.perf_counter()
+            imported = subprocess.run(
+                [python, "-m", "edge", "import", "--data", str(data), str(snapshot)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            figures["import_s"] = round(time.perf_counter() - t0, 2)
+            if imported.returncode != 0:
+                raise RuntimeError(f"edge import failed: {imported.stdout}{imported.stderr}")
+            port = free_port()
+            serve = [python, "-m", "edge", "serve", "--data", str(data), "--host", "127.0.0.1"]
+            serve += ["--port", str(port), "--admin-token", token, "--log-level", "WARNING"]
+            node_proc = start("edge", serve, run_dir, server_cpu)
+            procs.append(node_proc)
+            node_url = f"http://127.0.0.1:{port}"
+            figures["ready_s"] = round(
+                wait_ready(node_proc, node_url + "/api/v1/status", token, 120.0), 3
+            )
+            for name, profile in gates.items():
+                status, body = http("PUT", f"{node_url}/api/v1/gates/{name}", token, profile)
+                if status >= 300:
+                    raise RuntimeError(f"PUT gate {name}: {status} {body[:300]!r}")
+
+        wait_ready(baseline, base_url + "/api/v1/status", token, 30.0)
+
+        # Baseline first, while the node sits idle.
+        wrk = (args.connections, args.threads)
+        run_wrk(base_url, warm_bodies, token, args.warmup, *wrk, baseline.popen.pid, nonce + "bw")
+        base = run_wrk(
+            base_url, full_bodies, token, args.seconds, *wrk, baseline.popen.pid, nonce + "b"
+        )
+        figures["baseline_per_s"] = base["per_s"]
+        figures["baseline_cpu"] = base["server_cpu"]
+        figures["baseline_core_busy"] = base["server_core_busy"]
+        figures["baseline_p99_ms"] = base["p99_ms"]
+        figures["baseline_errors"] = base["error_count"]
+
+        if node_proc is not None:
+            pid = node_proc.popen.pid
+            run_wrk(node_url, warm_bodies, token, args.warmup, *wrk, pid, nonce + "nw")
+            before = metric_reasons(node_url, token)
+            full = run_wrk(node_url, full_bodies, token, args.seconds, *wrk, pid, nonce + "n")
+            after = metric_reasons(node_url, token)
+            figures["scans_per_s"] = full["per_s"]
+            figures["ratio"] = round(full["per_s"] / base["per_s"], 3) if base["per_s"] else None
+            figures["p50_ms"] = full["p50_ms"]
+            figures["p99_ms"] = full["p99_ms"]
+            figures["errors"] = full["error_count"]
+            figures["errors_by_kind"] = full["errors"]
+            figures["server_cpu"] = full["server_cpu"]
+            figures["server_core_busy"] = full["server_core_busy"]
+            figures["bodies_wrapped"] = full["wraps"]
+            total = sum(full["reasons"].values()) or 1
+            figures["reasons"] = {
+                k: round(v / total, 4)
+                for k, v in sorted(full["reasons"].items(), key=lambda kv: -kv[1])
+            }
+            figures["metrics_reasons"] = dict((after - before).most_common())
+
+            half = full["per_s"] / 2
+            if args.half_rate and half > 0:
+                lines = scan_lines(pools, int(half * args.seconds * 1.05) + 100, rng)
+                result = fixed_rate(
+                    "127.0.0.1",
+                    int(node_url.rsplit(":", 1)[1]),
+                    token,
+                    lines,
+                    half,
+                    args.seconds,
+                    args.rate_connections,
+                    nonce + "h",
+                )
+                figures["half_rate_per_s"] = result["achieved_per_s"]
+                figures["p50_half_rate_ms"] = result["p50_ms"]
+                figures["p99_half_rate_ms"] = result["p99_ms"]
+                figures["p999_half_rate_ms"] = result["p999_ms"]
+                figures["service_p99_half_rate_ms"] = result["service_p99_ms"]
+                figures["half_rate_errors"] = result["errors"]
+                figures["half_rate_reasons"] = result["reasons"]
+            mem = memory_mb(pid)
+            figures["node_rss_mb"] = mem.get("VmRSS")
+            figures["node_rss_anon_mb"] = mem.get("RssAnon")
+            if node_proc.popen.poll() is not None:
+                raise RuntimeError(f"edge node died during the run:\n{node_proc.tail()}")
+        else:
+            figures["scans_per_s"] = None
+            figures["note"] = "no edge node: baseline only"
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        if not args.keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    # Saturation: the pinned core's busy share when known (it includes kernel work on
+    # the server's behalf: loopback softirq, fsync), else the process's own CPU share.
+    for label, busy, own in (
+        ("node", figures.get("server_core_busy"), figures.get("server_cpu")),
+        ("baseline", figures.get("baseline_core_busy"), figures.get("baseline_cpu")),
+    ):
+        share = busy if busy is not None else own
+        if share is not None and share < 0.9:
+            figures.setdefault("warnings", []).append(
+                f"{label} core {share:.2f} busy: the load generator may be the bottleneck"
+            )
+    return figures
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tickets", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per measured phase")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds, per server")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--work", type=Path, default=Path("bench-data"), help="datasets and run files"
+    )
+    parser.add_argument(
+        "--expect-rate",
+        type=float,
+        default=15_000,
+        help="scans/s to prepare distinct bodies for (more are rotated)",
+    )
+    parser.add_argument(
+        "--rate-connections",
+        type=int,
+        default=256,
+        help="connection pool of the half-rate run (devices with one scan in flight)",
+    )
+    parser.add_argument("--no-half-rate", dest="half_rate", action="store_false")
+    parser.add_argument("--no-node", dest="node", action="store_false", help="baseline only")
+    parser.add_argument("--keep", action="store_true", help="keep the run directory")
+
+
+def main(args: argparse.Namespace) -> int:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    figures = run(args)
+    if figures.get("scans_per_s"):
+        print(
+            f"scan: node {figures['scans_per_s']:,.0f}/s, baseline "
+            f"{figures['baseline_per_s']:,.0f}/s (ratio {figures['ratio']}), p99 "
+            f"{figures['p99_ms']} ms, p99 at half rate {figures.get('p99_half_rate_ms')} ms"
+        )
+    emit(figures)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench.scan", description=__doc__)
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))
