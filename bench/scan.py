@@ -101,7 +101,7 @@ def load_pools(codes: Path, gates: dict[str, Any], seed: int) -> Pools:
     return pools
 
 
-def _garbage(rng: random.Random, signed: list[str]) -> str:
+def garbage_code(rng: random.Random, signed: list[str]) -> str:
     """A code no reader accepts, or a plain code nobody issued."""
     pick = rng.randrange(6)
     sample = rng.choice(signed) if signed else ENVELOPE_V1 + "A" * 136
@@ -120,7 +120,7 @@ def _garbage(rng: random.Random, signed: list[str]) -> str:
     return "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(12))
 
 
-def _forged(rng: random.Random, signed: list[str], foreign: Ed25519PrivateKey) -> str:
+def forged_code(rng: random.Random, signed: list[str], foreign: Ed25519PrivateKey) -> str:
     """A well-formed signed code whose signature does not hold."""
     pick = rng.randrange(3)
     if pick == 2 or not signed:
@@ -215,9 +215,9 @@ def scan_lines(pools: Pools, count: int, rng: random.Random) -> list[bytes]:
             if line is not None:
                 out.append(_line(line.code, "vip"))  # wrong_zone (not a VIP ticket)
         elif roll < 0.95:
-            out.append(_line(_garbage(rng, pools.signed), "main"))
+            out.append(_line(garbage_code(rng, pools.signed), "main"))
         elif roll < 0.97:
-            out.append(_line(_forged(rng, pools.signed, foreign), "main"))
+            out.append(_line(forged_code(rng, pools.signed, foreign), "main"))
         elif roll < 0.985:
             if pools.extra:
                 code = pools.extra.pop().code
