@@ -1,0 +1,90 @@
+"""Smoke runs of the benchmarks: they work and print figures. No timed assertions."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from bench.dataset import CodeLine
+from bench.scan import load_pools, scan_lines
+from sync.codes import ENVELOPE_V1, KeyRing, code_digest, parse, verify
+from sync.snapshot import SnapshotReader, Status
+
+TICKETS = 200
+
+
+def run_bench(*args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
+    folder = tmp_path_factory.mktemp("dataset")
+    snap, codes = folder / "snap.gks", folder / "codes.jsonl"
+    figures = run_bench(
+        "dataset", "--tickets", str(TICKETS), "--out", str(snap), "--codes", str(codes)
+    )
+    return snap, codes, figures
+
+
+def test_dataset_snapshot_matches_codes(dataset) -> None:
+    snap, codes, figures = dataset
+    assert figures["tickets"] == TICKETS
+    with open(snap, "rb") as fh:
+        reader = SnapshotReader(fh)
+        records = [r for batch in reader.batches() for r in batch]
+        catalog = reader.catalog
+    assert [r.id for r in records] == list(range(1, TICKETS + 1))
+    keyring = KeyRing.from_raw({k.id: k.public for k in catalog.keys}, set())
+    lines = [msgspec.json.decode(raw, type=CodeLine) for raw in codes.read_bytes().splitlines()]
+    by_id = {r.id: r for r in records}
+    in_snapshot = [line for line in lines if line.in_snapshot]
+    assert len(in_snapshot) == TICKETS
+    for line in in_snapshot:
+        record = by_id[line.ticket]
+        assert record.code_digest == code_digest(line.code)
+        assert record.status == Status[line.status.upper()]
+        assert (record.date, record.zone) == (line.date, line.zone)
+        if line.kind == "plain":
+            assert not line.code.startswith(ENVELOPE_V1)
+        else:
+            parsed = parse(line.code)
+            assert not isinstance(parsed, int)
+            assert verify(parsed, keyring)
+            assert parsed.claims.id == record.id
+    extra = [line for line in lines if not line.in_snapshot]
+    assert extra and all(line.ticket > TICKETS for line in extra)
+    for line in extra:
+        parsed = parse(line.code)
+        assert not isinstance(parsed, int) and verify(parsed, keyring)
+    gates = json.loads((snap.parent / "gates.json").read_text())
+    assert {"main", "inout", "passes"} <= set(gates)
+
+
+def test_scan_bodies_are_json(dataset) -> None:
+    snap, codes, _ = dataset
+    gates = json.loads((snap.parent / "gates.json").read_text())
+    pools = load_pools(codes, gates, seed=1)
+    lines = scan_lines(pools, 300, random.Random(1))
+    assert lines
+    for n, line in enumerate(lines):
+        body = json.loads(b'{"scan_id":"x-%d",' % n + line)
+        assert body["gate"] in gates and isinstance(body["code"], str)
+
+
+def test_decide_quick_prints_figures() -> None:
+    figures = run_bench("decide", "--quick")
+    assert figures["decisions_per_s"] > 0
+    assert "ok" in figures["reasons"]
