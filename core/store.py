@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import threading
@@ -65,7 +66,7 @@ class Tx:
 
     def next_id(self, table: str) -> int:
         """Next free id of *table*; safe because writes hold the database write lock."""
-        return int(self.scalar(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}"))  # noqa: S608
+        return int(self.scalar(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}"))
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -134,11 +135,19 @@ class Store:
 
     async def read(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kw: P.kwargs) -> T:
         """Run ``fn(tx, …)`` on the database thread, outside any write transaction."""
-        return await self._submit(self._read, fn, *args, **kw)
+
+        def call(tx: Tx) -> T:
+            return fn(tx, *args, **kw)
+
+        return await self._submit(functools.partial(self._read, call))
 
     async def write(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kw: P.kwargs) -> T:
         """Run ``fn(tx, …)`` in one write transaction; all or nothing."""
-        result = await self._submit(self._write, fn, *args, **kw)
+
+        def call(tx: Tx) -> T:
+            return fn(tx, *args, **kw)
+
+        result = await self._submit(functools.partial(self._write, call))
         if self._on_write is not None:
             self._on_write()
         return result
@@ -152,24 +161,24 @@ class Store:
             self._conn.close()
             self._conn = None
 
-    def _read(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    def _read(self, call: Callable[[Tx], T]) -> T:
         assert self._conn is not None, "store not open"
         try:
-            return fn(Tx(self._conn), *args, **kw)
+            return call(Tx(self._conn))
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
 
-    def _write(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    def _write(self, call: Callable[[Tx], T]) -> T:
         assert self._conn is not None, "store not open"
         try:
             with transaction(self._conn) as tx:
-                return fn(tx, *args, **kw)
+                return call(tx)
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
 
-    async def _submit(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    async def _submit(self, call: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kw))
+        return await loop.run_in_executor(self._pool, call)
 
 
 def open_reader(path: Path) -> sqlite3.Connection:
