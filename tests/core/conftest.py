@@ -56,7 +56,7 @@ async def core(tmp_path):
         await runner.cleanup()
 
 
-def event_body(capacity: int = 100, dates: int = 1, **extra: Any) -> dict[str, Any]:
+def event_body(capacity: int = 100, ndates: int = 1, **extra: Any) -> dict[str, Any]:
     return {
         "name": "Concert",
         "venue": VENUE,
@@ -66,7 +66,7 @@ def event_body(capacity: int = 100, dates: int = 1, **extra: Any) -> dict[str, A
                 "end": f"2030-06-{10 + i:02d}T23:00:00+02:00",
                 "doors_open": f"2030-06-{10 + i:02d}T19:00:00+02:00",
             }
-            for i in range(dates)
+            for i in range(ndates)
         ],
         "zones": [{"name": "Floor", "capacity": capacity}, {"name": "Balcony", "capacity": 10}],
         "rates": [{"name": "Full", "price": "45.50"}, {"name": "Child", "price": "20"}],

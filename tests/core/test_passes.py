@@ -1,0 +1,157 @@
+"""Passes: one code for all events, event-choice passes, pass update, RFID cards."""
+
+from __future__ import annotations
+
+from sync.codes import Kind, parse
+from tests.core.conftest import VENUE, event_body, order_body
+
+
+async def two_events(core):
+    a = await core.ok("POST", "/api/v1/events", event_body(ndates=2))
+    b = await core.ok("POST", "/api/v1/events", {**event_body(), "name": "Opera"})
+    return a, b
+
+
+async def test_season_pass_one_code_and_pass_update_extends_sold_passes(core):
+    a, b = await two_events(core)
+    product = await core.ok(
+        "POST",
+        "/api/v1/pass-products",
+        {
+            "name": "Season",
+            "venue": VENUE,
+            "events": [{"event": a["id"]}],
+            "price": "200",
+            "max_entries": 10,
+        },
+    )
+    assert product["per_event"] is False and product["max_entries"] == 10
+    orders = [
+        await core.ok(
+            "POST", "/api/v1/orders", order_body([{"pass": product["id"], "quantity": 2}])
+        )
+        for _ in range(2)
+    ]
+    passes = [t for o in orders for t in o["tickets"]]
+    assert len(passes) == 4 and orders[0]["total"] == "400.00"
+    claims = parse(passes[0]["code"]).claims
+    assert (claims.kind, claims.id, claims.event, claims.date, claims.zone) == (
+        Kind.PASS,
+        passes[0]["id"],
+        product["id"],
+        0,
+        0,
+    )
+    await core.ok(
+        "POST", f"/api/v1/orders/{orders[1]['number']}/cancel", {"tickets": [passes[3]["id"]]}
+    )
+
+    update = await core.ok(
+        "POST", f"/api/v1/pass-products/{product['id']}/events", {"event": b["id"]}
+    )
+    assert update["updated"] == 3
+    assert [e["event"] for e in update["product"]["events"]] == [a["id"], b["id"]]
+    status, err = await core.call(
+        "POST", f"/api/v1/pass-products/{product['id']}/events", {"event": b["id"]}
+    )
+    assert (status, err["error"]) == (409, "already_included")
+    status, _ = await core.call("POST", "/api/v1/pass-products/999/events", {"event": b["id"]})
+    assert status == 404
+
+    catalog = await core.ok("GET", f"/api/v1/venues/{VENUE}/catalog")
+    (prod,) = catalog["products"]
+    assert prod[2] == [a["id"], b["id"]]  # PassProduct is array-like: id, name, events, ...
+
+
+async def test_event_choice_pass_prices_per_event_one_date_per_event(core):
+    a, b = await two_events(core)
+    product = await core.ok(
+        "POST",
+        "/api/v1/pass-products",
+        {
+            "name": "Pick",
+            "venue": VENUE,
+            "choice": True,
+            "events": [{"event": a["id"], "price": "30"}, {"event": b["id"], "price": "12.5"}],
+        },
+    )
+    assert product["per_event"] is True
+    choice = [a["dates"][1]["id"], b["dates"][0]["id"]]
+    order = await core.ok(
+        "POST",
+        "/api/v1/orders",
+        order_body([{"pass": product["id"], "quantity": 1, "choices": choice}]),
+    )
+    assert order["total"] == "42.50"
+    assert order["tickets"][0]["dates"] == sorted(choice)
+    for bad in ([a["dates"][0]["id"], a["dates"][1]["id"]], [], [9999]):
+        status, err = await core.call(
+            "POST",
+            "/api/v1/orders",
+            order_body([{"pass": product["id"], "quantity": 1, "choices": bad}]),
+        )
+        assert 400 <= status < 500, (bad, status, err)
+    status, err = await core.call(
+        "POST",
+        "/api/v1/pass-products",
+        {"name": "x", "venue": VENUE, "choice": True, "events": [{"event": a["id"]}]},
+    )
+    assert (status, err["error"]) == (400, "price_required")
+
+    c = await core.ok("POST", "/api/v1/events", {**event_body(), "name": "Ballet"})
+    update = await core.ok(
+        "POST", f"/api/v1/pass-products/{product['id']}/events", {"event": c["id"], "price": "10"}
+    )
+    assert update["updated"] == 1
+    ticket = await core.ok("GET", f"/api/v1/tickets/{order['tickets'][0]['id']}")
+    assert c["dates"][0]["id"] in ticket["dates"]
+
+
+async def test_pass_quota_and_one_day_flags(core):
+    a, b = await two_events(core)
+    product = await core.ok(
+        "POST",
+        "/api/v1/pass-products",
+        {
+            "name": "Festival day",
+            "venue": VENUE,
+            "events": [{"event": a["id"]}, {"event": b["id"]}],
+            "one_day": True,
+            "price": "80",
+            "quota": 2,
+        },
+    )
+    await core.ok("POST", "/api/v1/orders", order_body([{"pass": product["id"], "quantity": 2}]))
+    status, err = await core.call(
+        "POST", "/api/v1/orders", order_body([{"pass": product["id"], "quantity": 1}])
+    )
+    assert (status, err["error"]) == (409, "sold_out")
+    catalog = await core.ok("GET", f"/api/v1/venues/{VENUE}/catalog")
+    assert catalog["products"][0][7] is True  # one_day
+
+
+async def test_rfid_card_attached_to_a_pass(core):
+    a, _b = await two_events(core)
+    product = await core.ok(
+        "POST",
+        "/api/v1/pass-products",
+        {"name": "S", "venue": VENUE, "events": [{"event": a["id"]}]},
+    )
+    order = await core.ok(
+        "POST", "/api/v1/orders", order_body([{"pass": product["id"], "quantity": 2}])
+    )
+    first, second = (t["id"] for t in order["tickets"])
+    ticket = await core.ok("POST", f"/api/v1/tickets/{first}/media", {"uid": "04a1b2c3d4"})
+    assert ticket["media"] == ["04A1B2C3D4"]
+    status, err = await core.call("POST", f"/api/v1/tickets/{second}/media", {"uid": "04A1B2C3D4"})
+    assert (status, err["error"]) == (409, "media_in_use")
+    for bad in ({"uid": "x"}, {"uid": "bad uid!"}, {}):
+        status, _ = await core.call("POST", f"/api/v1/tickets/{first}/media", bad)
+        assert status == 400
+    changes = await core.ok("GET", f"/api/v1/venues/{VENUE}/changes?after=0")
+    last = [
+        c for c in changes["changes"] if c["type"] == "record_changed" and c["record"][0] == first
+    ]
+    assert last[-1]["record"][11] == ["04A1B2C3D4"]  # Record.media
+    ticket = await core.ok("DELETE", f"/api/v1/tickets/{first}/media/04A1B2C3D4")
+    assert ticket["media"] == []
