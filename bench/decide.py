@@ -20,7 +20,7 @@ from collections import Counter
 from typing import Any
 
 from bench.dataset import Venue, build_venue, gate_profiles, generate_chunk
-from bench.report import emit, pin
+from bench.report import ForeignCpu, emit, pin, wait_quiet
 from edge.decision import decide
 from edge.model import Direction, GateView, Mode
 from sync.codes import Kind
@@ -146,14 +146,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="time spent measuring")
     parser.add_argument("--quick", action="store_true", help="tiny run (smoke test)")
     parser.add_argument("--now", type=float, default=None)
+    parser.add_argument(
+        "--quiet-wait", type=float, default=30.0, help="seconds to wait for a quiet machine"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     pinned = pin(0, 0)
     now = time.time() if args.now is None else args.now
     size, seconds = (2000, 0.05) if args.quick else (args.size, args.seconds)
+    quiet = 0.0 if args.quick else wait_quiet(args.quiet_wait)
+    meter = ForeignCpu()
     figures = measure(size, seconds, now)
     figures["pinned"] = pinned
+    figures["quiet_before_cores"] = quiet
+    figures["foreign_cores"] = meter.cores()
     figures["target_per_s"] = 500_000
     print(
         f"decide: {figures['decisions_per_s']:,} decisions/s "

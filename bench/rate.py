@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -35,59 +35,101 @@ class Tally:
 
 
 class _Conn(asyncio.Protocol):
-    """One keep-alive connection carrying one request at a time."""
+    """One keep-alive connection carrying one request at a time.
 
-    def __init__(self) -> None:
+    Callback-driven (no task or future per request): when an answer completes, the
+    connection records it and takes the next waiting request itself, or goes idle.
+    """
+
+    def __init__(self, gen: _Generator) -> None:
+        self.gen = gen
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
-        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
-        self.lost = False
+        self.scheduled = 0.0
+        self.sent = 0.0
+        self.busy = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError("connection lost"))
+        self.transport = None
+        if self.busy:
+            self.busy = False
+            self.gen.tally.socket_errors += 1
+        self.gen.lost(self)
+
+    def send(self, scheduled: float, request: bytes) -> None:
+        assert self.transport is not None
+        self.scheduled = scheduled
+        self.busy = True
+        self.sent = time.perf_counter()
+        self.transport.write(request)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        self._try_complete()
-
-    def _try_complete(self) -> None:
-        if self.waiter is None or self.waiter.done():
-            return
-        end = self.buf.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(self.buf[:end])
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value.strip())
-        total = end + 4 + length
-        if len(self.buf) < total:
-            return
-        status = int(head[9:12])
-        body = bytes(self.buf[end + 4 : total])
-        del self.buf[:total]
-        self.waiter.set_result((status, body))
-
-    async def roundtrip(self, request: bytes) -> tuple[int, bytes]:
-        assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(request)
-        return await self.waiter
+        while self.busy:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buf[:end])
+            at = head.lower().find(b"content-length:")
+            length = int(head[at + 15 :].split(b"\r\n", 1)[0]) if at >= 0 else 0
+            total = end + 4 + length
+            if len(self.buf) < total:
+                return
+            status = int(head[9:12])
+            body = bytes(self.buf[end + 4 : total])
+            del self.buf[:total]
+            self.busy = False
+            self.gen.answered(self, status, body)
 
 
-def _request(host: str, port: int, token: str, body: bytes) -> bytes:
-    return (
-        b"POST /api/v1/scans HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\n"
-        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-        % (host.encode(), port, token.encode(), len(body), body)
-    )
+class _Generator:
+    def __init__(self, host: str, port: int, token: str, bodies: Sequence[bytes], nonce: str):
+        self.head = (
+            b"POST /api/v1/scans HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\n"
+            b"Content-Type: application/json\r\nContent-Length: "
+            % (host.encode(), port, token.encode())
+        )
+        self.prefix = b'{"scan_id":"' + nonce.encode() + b"-"
+        self.bodies = bodies
+        self.tally = Tally()
+        self.idle: list[_Conn] = []
+        self.backlog: deque[tuple[float, int]] = deque()
+        self.conns: list[_Conn] = []
+
+    def request(self, k: int) -> bytes:
+        body = self.prefix + str(k).encode() + b'",' + self.bodies[k % len(self.bodies)]
+        return self.head + str(len(body)).encode() + b"\r\n\r\n" + body
+
+    def submit(self, scheduled: float, k: int) -> None:
+        if self.idle:
+            self.idle.pop().send(scheduled, self.request(k))
+        else:
+            self.backlog.append((scheduled, k))
+
+    def answered(self, conn: _Conn, status: int, body: bytes) -> None:
+        done = time.perf_counter()
+        tally = self.tally
+        tally.latencies.append(done - conn.scheduled)
+        tally.service.append(done - conn.sent)
+        if not 200 <= status < 300:
+            tally.status_errors += 1
+        m = _REASON.search(body)
+        tally.reasons[m.group(1).decode() if m else f"http_{status}"] += 1
+        if self.backlog:
+            scheduled, k = self.backlog.popleft()
+            conn.send(scheduled, self.request(k))
+        else:
+            self.idle.append(conn)
+
+    def lost(self, conn: _Conn) -> None:
+        if conn in self.idle:
+            self.idle.remove(conn)
+
+    def in_flight(self) -> int:
+        return sum(1 for c in self.conns if c.busy)
 
 
 async def run_fixed_rate(
@@ -102,57 +144,33 @@ async def run_fixed_rate(
 ) -> dict[str, Any]:
     """Offer *rate* requests/s for *seconds*; bodies lack ``scan_id`` (added here)."""
     loop = asyncio.get_running_loop()
-    tally = Tally()
-    queue: asyncio.Queue[tuple[float, int]] = asyncio.Queue()
+    gen = _Generator(host, port, token, bodies, nonce)
+    for _ in range(connections):
+        _, conn = await loop.create_connection(lambda: _Conn(gen), host, port)
+        gen.conns.append(conn)
+        gen.idle.append(conn)
     total = max(1, int(rate * seconds))
-    prefix = b'{"scan_id":"' + nonce.encode() + b"-"
-
-    async def worker() -> None:
-        conn: _Conn | None = None
-        while True:
-            item = await queue.get()
-            if item[1] < 0:
-                return
-            scheduled, k = item
-            body = prefix + str(k).encode() + b'",' + bodies[k % len(bodies)]
-            try:
-                if conn is None or conn.lost:
-                    _, conn = await loop.create_connection(_Conn, host, port)
-                sent = time.perf_counter()
-                status, answer = await asyncio.wait_for(
-                    conn.roundtrip(_request(host, port, token, body)), 10.0
-                )
-            except (TimeoutError, OSError):
-                tally.socket_errors += 1
-                if conn is not None and conn.transport is not None:
-                    conn.transport.close()
-                conn = None
-                continue
-            done = time.perf_counter()
-            tally.latencies.append(done - scheduled)
-            tally.service.append(done - sent)
-            if not 200 <= status < 300:
-                tally.status_errors += 1
-            m = _REASON.search(answer)
-            tally.reasons[m.group(1).decode() if m else f"http_{status}"] += 1
-
-    workers = [asyncio.create_task(worker()) for _ in range(connections)]
-    t0 = time.perf_counter() + 0.05
+    t0 = time.perf_counter() + 0.01
     issued = 0
-    deadline = t0 + seconds
-    while issued < total and time.perf_counter() < deadline + 1.0:
+    while issued < total:
         now = time.perf_counter()
+        if now > t0 + seconds + 5.0:
+            break
         due = min(total, int((now - t0) * rate) + 1) if now >= t0 else 0
         while issued < due:
-            queue.put_nowait((t0 + issued / rate, issued))
+            gen.submit(t0 + issued / rate, issued)
             issued += 1
-        await asyncio.sleep(0.0005)
-    for _ in workers:
-        queue.put_nowait((0.0, -1))
-    _, pending = await asyncio.wait(workers, timeout=15.0)
-    for task in pending:
-        task.cancel()
+        await asyncio.sleep(0.001)
+    drain = time.perf_counter() + 10.0
+    while (gen.backlog or gen.in_flight()) and time.perf_counter() < drain:
+        await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - t0
+    unanswered = len(gen.backlog) + gen.in_flight()
+    for conn in gen.conns:
+        if conn.transport is not None:
+            conn.transport.close()
+    await asyncio.sleep(0)
+    tally = gen.tally
     lat = sorted(tally.latencies)
     svc = sorted(tally.service)
     return {
@@ -165,8 +183,9 @@ async def run_fixed_rate(
         "p999_ms": round(percentile(lat, 99.9) * 1000, 3),
         "max_ms": round((lat[-1] if lat else 0.0) * 1000, 3),
         "service_p99_ms": round(percentile(svc, 99) * 1000, 3),
-        "errors": tally.status_errors + tally.socket_errors,
+        "errors": tally.status_errors + tally.socket_errors + unanswered,
         "socket_errors": tally.socket_errors,
+        "unanswered": unanswered,
         "reasons": dict(tally.reasons.most_common()),
     }
 

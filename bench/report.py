@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -48,3 +50,75 @@ def emit(figures: dict[str, Any]) -> None:
 def note(text: str) -> None:
     """A progress line for humans (stderr, so stdout's last line stays the figures)."""
     print(text, file=sys.stderr, flush=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of *pid* and its live descendants, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(")") + 2 :].split()
+        p = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(p)
+        stats[p] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, 0.0)
+        todo.extend(children.get(p, ()))
+    return total
+
+
+def _own_cpu_seconds() -> float:
+    """CPU time of this process, its live descendants and its reaped children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    raw = Path("/proc/self/stat").read_text()
+    fields = raw[raw.rfind(")") + 2 :].split()
+    reaped = (int(fields[13]) + int(fields[14])) / tick
+    return cpu_seconds(os.getpid()) + reaped
+
+
+def _busy_seconds() -> float:
+    """User + nice + system time of every CPU, from /proc/stat (no irq, no softirq)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (values[0] + values[1] + values[2]) / os.sysconf("SC_CLK_TCK")
+
+
+class ForeignCpu:
+    """CPU used by processes that are not ours (other benchmarks, test runs) meanwhile.
+
+    The machine is shared; a busy neighbour on the server's core makes the figures
+    meaningless, so every phase reports how many cores others used while it ran.
+    """
+
+    def __init__(self) -> None:
+        self.busy = _busy_seconds()
+        self.own = _own_cpu_seconds()
+        self.t0 = time.perf_counter()
+
+    def cores(self) -> float:
+        wall = time.perf_counter() - self.t0
+        other = (_busy_seconds() - self.busy) - (_own_cpu_seconds() - self.own)
+        return round(max(0.0, other) / wall, 3) if wall > 0 else 0.0
+
+
+def wait_quiet(limit_s: float, threshold: float = 0.1) -> float:
+    """Wait (at most *limit_s*) for others to use less than *threshold* cores over 1 s.
+
+    Returns the cores others used over the last second looked at.
+    """
+    deadline = time.perf_counter() + limit_s
+    while True:
+        meter = ForeignCpu()
+        time.sleep(1.0)
+        used = meter.cores()
+        if used < threshold or time.perf_counter() >= deadline:
+            return used
+        note(f"scan: others use {used:.2f} cores, waiting for a quiet machine")

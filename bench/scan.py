@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.dataset import CodeLine, write_dataset
 from bench.rate import fixed_rate
-from bench.report import cpu_count, emit, note, pin
+from bench.report import ForeignCpu, cpu_count, cpu_seconds, emit, note, pin, wait_quiet
 from sync.codes import ENVELOPE_V1, PAYLOAD_V1, Claims, Kind, sign
 
 LUA = Path(__file__).with_name("scan.lua")
@@ -304,30 +304,6 @@ def start(name: str, argv: list[str], logs: Path, cpu: int | None) -> Proc:
     return Proc(name, popen, log)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of *pid* and its live descendants, in seconds."""
-    tick = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    stats: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(")") + 2 :].split()
-        p = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(p)
-        stats[p] = (int(fields[11]) + int(fields[12])) / tick
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        total += stats.get(p, 0.0)
-        todo.extend(children.get(p, ()))
-    return total
-
-
 def cpu_times(cpu: int) -> tuple[int, int]:
     """(busy, total) jiffies of one CPU from /proc/stat; busy counts softirq too."""
     if cpu < 0:
@@ -414,11 +390,13 @@ def run_wrk(
     server_core = next(iter(affinity)) if len(affinity) == 1 else -1
     cpu0 = cpu_seconds(pid)
     core0 = cpu_times(server_core)
+    foreign = ForeignCpu()
     t0 = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     wall = time.perf_counter() - t0
     cpu1 = cpu_seconds(pid)
     core1 = cpu_times(server_core)
+    others = foreign.cores()
     found = _WRK_RESULT.search(done.stdout)
     if done.returncode != 0 or found is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr}")
@@ -429,6 +407,7 @@ def run_wrk(
     # starts and reads its bodies, and that must not count as spare capacity.
     result["server_cpu"] = round((cpu1 - cpu0) / duration, 3) if duration else 0.0
     result["wall_s"] = round(wall, 3)
+    result["foreign_cores"] = others
     # The server's whole core (when pinned), including the kernel's loopback softirq
     # work, which /proc/PID/stat does not charge to the server.
     busy = (core1[0] - core0[0]) / os.sysconf("SC_CLK_TCK")
@@ -557,6 +536,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # Baseline first, while the node sits idle.
         wrk = (args.connections, args.threads)
+        figures["quiet_before_cores"] = wait_quiet(args.quiet_wait)
         run_wrk(base_url, warm_bodies, token, args.warmup, *wrk, baseline.popen.pid, nonce + "bw")
         base = run_wrk(
             base_url, full_bodies, token, args.seconds, *wrk, baseline.popen.pid, nonce + "b"
@@ -566,10 +546,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figures["baseline_core_busy"] = base["server_core_busy"]
         figures["baseline_p99_ms"] = base["p99_ms"]
         figures["baseline_errors"] = base["error_count"]
+        figures["baseline_foreign_cores"] = base["foreign_cores"]
 
         if node_proc is not None:
             pid = node_proc.popen.pid
             run_wrk(node_url, warm_bodies, token, args.warmup, *wrk, pid, nonce + "nw")
+            wait_quiet(args.quiet_wait)
             before = metric_reasons(node_url, token)
             full = run_wrk(node_url, full_bodies, token, args.seconds, *wrk, pid, nonce + "n")
             after = metric_reasons(node_url, token)
@@ -581,6 +563,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             figures["errors_by_kind"] = full["errors"]
             figures["server_cpu"] = full["server_cpu"]
             figures["server_core_busy"] = full["server_core_busy"]
+            figures["foreign_cores"] = full["foreign_cores"]
             figures["bodies_wrapped"] = full["wraps"]
             total = sum(full["reasons"].values()) or 1
             figures["reasons"] = {
@@ -592,6 +575,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             half = full["per_s"] / 2
             if args.half_rate and half > 0:
                 lines = scan_lines(pools, int(half * args.seconds * 1.05) + 100, rng)
+                wait_quiet(args.quiet_wait)
+                meter = ForeignCpu()
                 result = fixed_rate(
                     "127.0.0.1",
                     int(node_url.rsplit(":", 1)[1]),
@@ -602,6 +587,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     args.rate_connections,
                     nonce + "h",
                 )
+                figures["half_rate_foreign_cores"] = meter.cores()
                 figures["half_rate_per_s"] = result["achieved_per_s"]
                 figures["p50_half_rate_ms"] = result["p50_ms"]
                 figures["p99_half_rate_ms"] = result["p99_ms"]
@@ -624,6 +610,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(run_dir, ignore_errors=True)
     # Saturation: the pinned core's busy share when known (it includes kernel work on
     # the server's behalf: loopback softirq, fsync), else the process's own CPU share.
+    for label in ("baseline_foreign_cores", "foreign_cores", "half_rate_foreign_cores"):
+        if (figures.get(label) or 0.0) > 0.1:
+            figures.setdefault("warnings", []).append(
+                f"{label}={figures[label]}: other processes shared the machine"
+            )
     for label, busy, own in (
         ("node", figures.get("server_core_busy"), figures.get("server_cpu")),
         ("baseline", figures.get("baseline_core_busy"), figures.get("baseline_cpu")),
@@ -661,6 +652,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-half-rate", dest="half_rate", action="store_false")
     parser.add_argument("--no-node", dest="node", action="store_false", help="baseline only")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        help="seconds to wait, before each phase, for other processes to go quiet",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
