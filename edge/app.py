@@ -50,7 +50,7 @@ def build_app(config: EdgeConfig) -> web.Application:
     app[STARTED] = time.time()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        index = Index(config.data, sync=config.sync_writes)
+        index = Index(config.data, sync=config.sync_writes, writemap=True)
         app[NODE_ID] = node_id_for(index, config.node_id)
         committer = GroupCommitter(index, asyncio.get_running_loop())
         committer.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -18,6 +19,7 @@ from edge.importer import import_file
 from sync.snapshot import SnapshotError
 
 log = logging.getLogger("edge")
+
 
 
 def _admin_token(data: Path, given: str | None) -> str:
@@ -40,6 +42,10 @@ async def _serve(config: EdgeConfig) -> None:
     app = build_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
+    # Everything alive now (modules, catalogue, app) lives as long as the process:
+    # keep the cyclic GC from walking it again on every young-generation overflow.
+    gc.collect()
+    gc.freeze()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024, reuse_address=True)
     await site.start()
     log.info("listening on http://%s:%d", config.host, config.port)

@@ -1,23 +1,20 @@
 """The durable scan log and its group committer: the node's single LMDB writer.
 
 Every write to the index goes through ``GroupCommitter``: scans (log entry + new state +
-remembered answer), quick cancellations, gate profiles, and later the sync feed. A
-dedicated thread takes everything queued, writes it in ONE transaction, commits (fsync),
-and only then resolves each caller's future on the event loop, so an answer never leaves
-the node before the scan that produced it is on disk. Concurrent scans share a commit.
+remembered answer), quick cancellations, gate profiles, and later the sync feed. All
+that was submitted together is written in ONE transaction, committed (fsync), and only
+then are the callers' futures resolved, so an answer never leaves the node before the
+scan that produced it is on disk. Concurrent scans share a commit.
 
-If the map is full, the writer aborts the batch, asks the loop thread to grow the map
-(LMDB allows it only while no transaction is open in the process, and the loop never
-holds a read transaction across a callback), and retries the same batch.
+If the map is full, the batch is aborted, the map grows (LMDB allows it only while no
+transaction is open in the process: the commit runs between read transactions on the
+loop thread), and the same batch is retried.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -33,7 +30,6 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH: Final = 1024
 """Most operations committed in one transaction."""
-STOP_TIMEOUT_S: Final = 10.0
 
 
 class LogEntry(msgspec.Struct, frozen=True, array_like=True):
@@ -86,71 +82,50 @@ class CommitFailed(Exception):
 
 
 class GroupCommitter:
-    """One writer thread; ``submit`` returns a future resolved after the commit."""
+    """The single writer; ``submit`` returns a future resolved after the commit.
+
+    Operations submitted while the loop handles one batch of ready events (all the
+    requests that arrived together) are written in one transaction, committed and
+    fsynced by one callback scheduled with ``call_soon``. The commit runs on the loop
+    thread: an fsync costs about 0.3 ms here, far less than handing every batch to a
+    writer thread and back, which under load waits for the GIL twice per batch.
+    """
 
     def __init__(self, index: Index, loop: asyncio.AbstractEventLoop) -> None:
         self._index = index
         self._loop = loop
-        self._queue: queue.SimpleQueue[tuple[WriteFn, asyncio.Future[None]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread = threading.Thread(target=self._run, name="edge-writer", daemon=True)
+        self._batch: list[tuple[WriteFn, asyncio.Future[None]]] = []
+        self._scheduled = False
+        self._closed = False
         self.next_seq = index.last_key(index.scanlog) + 1
         self.commits = 0
         self.committed_ops = 0
         self.last_commit_at = 0.0
-        self._grown = threading.Event()
-        self._stopped: asyncio.Future[None] = loop.create_future()
-        self._started = False
 
     def start(self) -> None:
-        self._thread.start()
-        self._started = True
+        self._closed = False
 
     def submit(self, op: WriteFn) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = self._loop.create_future()
-        self._queue.put((op, fut))
+        if self._closed:
+            fut.set_exception(CommitFailed("the node is shutting down"))
+            return fut
+        self._batch.append((op, fut))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
         return fut
 
     async def stop(self) -> None:
-        """Flush what is queued, then stop the thread."""
-        if not self._started:
-            return
-        self._queue.put(None)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._stopped), STOP_TIMEOUT_S)
-        except TimeoutError:
-            log.error("writer did not stop within %.0f s", STOP_TIMEOUT_S)
-        else:
-            self._thread.join()
-        self._started = False
+        """Commit what is queued; refuse what comes after."""
+        self.flush()
+        self._closed = True
 
-    # -- writer thread ---------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            self._loop_batches()
-        finally:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(_set_done, self._stopped)
-
-    def _loop_batches(self) -> None:
-        q = self._queue
-        stopping = False
-        while not stopping:
-            first = q.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = q.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
+    def flush(self) -> None:
+        self._scheduled = False
+        while self._batch:
+            batch = self._batch[:MAX_BATCH]
+            del self._batch[:MAX_BATCH]
             self._commit(batch)
 
     def _commit(self, batch: list[tuple[WriteFn, asyncio.Future[None]]]) -> None:
@@ -165,7 +140,7 @@ class GroupCommitter:
                 break
             except lmdb.MapFullError:
                 self.next_seq = seq_before
-                self._grow_from_loop()
+                self._index.grow()
             except Exception as exc:  # an I/O failure or a bug: fail the batch, keep going
                 self.next_seq = seq_before
                 log.exception("commit of %d operations failed", len(batch))
@@ -176,21 +151,7 @@ class GroupCommitter:
         self.commits += 1
         self.committed_ops += len(batch)
         self.last_commit_at = time.time()
-        # A closed loop (shutdown) has nobody waiting any more.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_resolve, batch, error)
-
-    def _grow_from_loop(self) -> None:
-        self._grown.clear()
-
-        def grow() -> None:
-            try:
-                self._index.grow()
-            finally:
-                self._grown.set()
-
-        self._loop.call_soon_threadsafe(grow)
-        self._grown.wait(STOP_TIMEOUT_S)
+        _resolve(batch, error)
 
     def append_log(self, txn: Any, entry: LogEntry) -> int:
         """Append to the scan log inside the writer's transaction; returns the seq."""
@@ -198,11 +159,6 @@ class GroupCommitter:
         txn.put(u64(seq), log_encoder.encode(entry), db=self._index.scanlog, append=True)
         self.next_seq = seq + 1
         return seq
-
-
-def _set_done(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _resolve(
