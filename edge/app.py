@@ -15,6 +15,7 @@ from aiohttp import web
 
 from edge.api import MAX_BODY_BYTES, NODE_ID, SERVICE, STARTED, TOKEN, add_routes, errors_middleware
 from edge.index import Index
+from edge.model import GateProfile
 from edge.scan import ScanService
 from edge.scanlog import GroupCommitter
 
@@ -30,6 +31,8 @@ class EdgeConfig:
     node_id: str | None = None
     sync_writes: bool = True
     """fsync every commit. Off only for throwaway benchmarks of the CPU path."""
+    gates: dict[str, GateProfile] | None = None
+    """Gate profiles to set at start (``--gates FILE``), as if PUT one by one."""
 
 
 def node_id_for(index: Index, wanted: str | None) -> str:
@@ -54,7 +57,10 @@ def build_app(config: EdgeConfig) -> web.Application:
         app[NODE_ID] = node_id_for(index, config.node_id)
         committer = GroupCommitter(index, asyncio.get_running_loop())
         committer.start()
-        app[SERVICE] = ScanService(index, committer)
+        service = ScanService(index, committer)
+        app[SERVICE] = service
+        for name, profile in (config.gates or {}).items():
+            await service.put_gate(name, profile)
         log.info("edge node %s ready: %s", app[NODE_ID], config.data)
         try:
             yield

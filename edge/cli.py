@@ -12,10 +12,12 @@ import signal
 import sys
 from pathlib import Path
 
+import msgspec
 from aiohttp import web
 
 from edge.app import EdgeConfig, build_app
 from edge.importer import import_file
+from edge.model import GateProfile
 from sync.snapshot import SnapshotError
 
 log = logging.getLogger("edge")
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--node-id", help="stable node id (default: generated once, stored)")
     serve.add_argument("--no-sync-writes", action="store_true",
                        help="do not fsync commits (benchmarks of the CPU path only)")
+    serve.add_argument("--gates", type=Path,
+                       help='JSON file of gate profiles to set at start: {"main": {"mode": ...}}')
     serve.add_argument("--log-level", default="INFO")
     imp = sub.add_parser("import", help="build the index from a snapshot file, offline")
     imp.add_argument("--data", type=Path, required=True)
@@ -97,10 +101,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imported {report.records} records for venue {report.venue!r} "
               f"(cursor {report.cursor}) in {report.seconds:.2f} s")
         return 0
+    gates = None
+    if args.gates is not None:
+        try:
+            gates = msgspec.json.decode(args.gates.read_bytes(), type=dict[str, GateProfile])
+        except (OSError, msgspec.DecodeError) as exc:
+            print(f"cannot read gate profiles {args.gates}: {exc}", file=sys.stderr)
+            return 2
     config = EdgeConfig(
         data=args.data, admin_token=_admin_token(args.data, args.admin_token),
         host=args.host, port=args.port, node_id=args.node_id,
-        sync_writes=not args.no_sync_writes,
+        sync_writes=not args.no_sync_writes, gates=gates,
     )
     _run(_serve(config))
     return 0
