@@ -48,11 +48,12 @@ class EdgeNode:
             return resp.status, body
 
     async def scan(self, code: str, gate: str = "main", scan_id: str | None = None,
-                   **extra: Any) -> dict[str, Any]:
+                   *, headers: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+        """POST one scan; *extra* goes into the body, *headers* replace the default ones."""
         global _SEQ
         _SEQ += 1
         body = {"scan_id": scan_id or f"s{_SEQ}", "code": code, "gate": gate, **extra}
-        status, answer = await self.call("POST", "/api/v1/scans", body)
+        status, answer = await self.call("POST", "/api/v1/scans", body, headers=headers)
         assert status == 200, answer
         return answer
 

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -46,14 +47,32 @@ class Venue:
     def signed(self, kind: Kind, ident: int, event: int, date: int, zone: int) -> str:
         return sign(Claims(self.key_id, kind, ident, event, date, zone), self.key)
 
+    def add_key(self, key_id: int, *, revoked: bool = False) -> Ed25519PrivateKey:
+        """Another issuing key, published in the catalogue (possibly as revoked)."""
+        key = Ed25519PrivateKey.generate()
+        public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.catalog = msgspec.structs.replace(
+            self.catalog, keys=[*self.catalog.keys, PublicKey(key_id, public, revoked)]
+        )
+        return key
+
+    def date(self, ident: int) -> Date:
+        return next(d for d in self.catalog.dates if d.id == ident)
+
     def add_ticket(self, name: str, date: int = 10, zone: int = 100, *,
                    status: Status = Status.VALID, channel: Channel = Channel.ONLINE,
                    sold: bool = True, holder: str = "", order: str = "",
-                   media: tuple[str, ...] = (), plain: str | None = None) -> str:
+                   media: tuple[str, ...] = (), plain: str | None = None,
+                   signer: tuple[int, Ed25519PrivateKey] | None = None) -> str:
         ident = self.next_id
         self.next_id += 1
         event = next(d.event for d in self.catalog.dates if d.id == date)
-        code = plain if plain is not None else self.signed(Kind.TICKET, ident, event, date, zone)
+        if plain is not None:
+            code = plain
+        elif signer is not None:
+            code = sign(Claims(signer[0], Kind.TICKET, ident, event, date, zone), signer[1])
+        else:
+            code = self.signed(Kind.TICKET, ident, event, date, zone)
         self.records.append(Record(ident, Kind.TICKET, status, event, date, zone,
                                    code_digest(code), channel, sold, order, holder, media))
         self.codes[name] = code

@@ -1,0 +1,106 @@
+"""POST /api/v1/quick-cancel: printed, unsold box-office stock is cancelled at once;
+a ticket sold to a customer, or already used, never is."""
+
+from __future__ import annotations
+
+from sync.snapshot import Channel, Status
+from tests.conftest import run_edge
+
+QC = "/api/v1/quick-cancel"
+
+
+async def quick_cancel(node, code, scan_id):
+    status, body = await node.call("POST", QC, {"scan_id": scan_id, "code": code})
+    assert status == 200, body
+    return body
+
+
+async def test_unsold_box_office_stock_is_cancelled_then_refused(edge, venue):
+    stock = venue.add_ticket("stock", channel=Channel.BOX_OFFICE, sold=False)
+    other = venue.add_ticket("other", channel=Channel.BOX_OFFICE, sold=False)
+    node = await edge.start()
+    await node.gate("main", mode="single", dates=[10])
+    answer = await quick_cancel(node, stock, "qc-1")
+    assert (answer["scan_id"], answer["result"], answer["reason"]) == (
+        "qc-1", "accepted", "ok")
+    scan = await node.scan(stock)
+    assert (scan["result"], scan["reason"]) == ("rejected", "cancelled")
+    assert (await node.scan(other))["reason"] == "ok"
+    status, metrics = await node.call("GET", "/metrics")
+    assert status == 200
+    assert "edge_quick_cancels_total 1" in metrics.splitlines()
+
+
+async def test_repeat_with_same_scan_id_same_answer(edge, venue):
+    stock = venue.add_ticket("stock", channel=Channel.BOX_OFFICE, sold=False)
+    node = await edge.start()
+    first = await quick_cancel(node, stock, "qc-1")
+    assert await quick_cancel(node, stock, "qc-1") == first
+    # A new scan_id sees the stock already cancelled.
+    again = await quick_cancel(node, stock, "qc-2")
+    assert (again["result"], again["reason"]) == ("rejected", "cancelled")
+
+
+async def test_online_sold_ticket_is_refused(edge, venue):
+    online = venue.add_ticket("online")
+    sold_at_box_office = venue.add_ticket("bo", channel=Channel.BOX_OFFICE, sold=True)
+    online_unsold = venue.add_ticket("weird", channel=Channel.ONLINE, sold=False)
+    node = await edge.start()
+    await node.gate("main", mode="single", dates=[10])
+    for i, code in enumerate((online, sold_at_box_office, online_unsold)):
+        answer = await quick_cancel(node, code, f"qc-{i}")
+        assert (answer["result"], answer["reason"]) == ("rejected", "sold")
+        assert (await node.scan(code))["reason"] == "ok"
+
+
+async def test_used_stock_is_refused(edge, venue):
+    stock = venue.add_ticket("stock", channel=Channel.BOX_OFFICE, sold=False)
+    node = await edge.start()
+    await node.gate("main", mode="single", dates=[10])
+    assert (await node.scan(stock))["reason"] == "ok"
+    answer = await quick_cancel(node, stock, "qc-1")
+    assert (answer["result"], answer["reason"]) == ("rejected", "already_used")
+    assert await quick_cancel(node, stock, "qc-1") == answer
+
+
+async def test_unknown_malformed_forged_and_cancelled(edge, venue):
+    cancelled = venue.add_ticket("c", channel=Channel.BOX_OFFICE, sold=False,
+                                 status=Status.CANCELLED)
+    good = venue.add_ticket("g", channel=Channel.BOX_OFFICE, sold=False)
+    node = await edge.start()
+    cases = [
+        ("NOT-A-TICKET", "unknown"),
+        ("\x00\x01", "malformed"),
+        ("", "malformed"),
+        (good[:80] + ("A" if good[80] != "A" else "B") + good[81:], "forged"),
+        (cancelled, "cancelled"),
+        (venue.unsynced(), "sold"),
+    ]
+    for i, (code, reason) in enumerate(cases):
+        answer = await quick_cancel(node, code, f"q{i}")
+        assert (answer["result"], answer["reason"]) == ("rejected", reason), code
+
+
+async def test_scan_ids_of_scans_and_quick_cancels_do_not_collide(edge, venue):
+    stock = venue.add_ticket("stock", channel=Channel.BOX_OFFICE, sold=False)
+    ticket = venue.add_ticket("t")
+    node = await edge.start()
+    await node.gate("main", mode="single", dates=[10])
+    scan = await node.scan(ticket, scan_id="same-id")
+    answer = await quick_cancel(node, stock, "same-id")
+    assert answer["reason"] == "ok"
+    assert await node.scan(ticket, scan_id="same-id") == scan
+
+
+async def test_quick_cancel_survives_restart(tmp_path, venue):
+    from edge.importer import import_file
+
+    stock = venue.add_ticket("stock", channel=Channel.BOX_OFFICE, sold=False)
+    data = tmp_path / "node"
+    import_file(data, venue.write(tmp_path / "v.snap"))
+    async with run_edge(data, venue) as node:
+        await node.gate("main", mode="single", dates=[10])
+        first = await quick_cancel(node, stock, "qc-1")
+    async with run_edge(data, venue) as node:
+        assert (await node.scan(stock))["reason"] == "cancelled"
+        assert await quick_cancel(node, stock, "qc-1") == first
