@@ -332,6 +332,9 @@ class ScanService:
                 state = self._state(txn, record.id)
                 product = self.products.get(record.event) if record.kind else None
                 decision = decide(record, state, gate, at, req.direction, product)
+        # A finished read transaction keeps its LMDB reader slot (126 in all) until it is
+        # freed: never let this frame hold one across the commit wait.
+        del txn
         return await self._record_scan(sid, req, record, state, decision, gate, at, now, offline)
 
     async def _record_scan(
@@ -461,6 +464,7 @@ class ScanService:
                 else:
                     reason = Reason.OK
                     new_record = msgspec.structs.replace(found, status=Status.CANCELLED)
+        del txn  # frees its reader slot before the commit wait (see ``scan``)
         result = Result.ACCEPTED if new_record is not None else Result.REJECTED
         answer = QuickCancelAnswer(result, reason)
         entry = LogEntry(scan_id, ident, result, reason, Direction.ENTRY, "", "",
