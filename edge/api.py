@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Final
@@ -42,6 +43,8 @@ MAX_SEARCH_RESULTS: Final = 50
 SEARCH_BUDGET_S: Final = 5.0
 MAX_CODE_FIELD_CHARS: Final = 4096
 """Longer ``code`` fields are refused as a bad request; up to this, ``malformed``."""
+
+_NON_ASCII: Final = re.compile(r"[^\x00-\x7f]+")
 
 ScanId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SCAN_ID_CHARS)]
 GateName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_GATE_CHARS)]
@@ -145,7 +148,8 @@ async def _body(request: web.Request, decoder: msgspec.json.Decoder[Any]) -> Any
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise ApiError(400, "invalid", str(exc)) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # msgspec raises UnicodeDecodeError for invalid UTF-8 inside a JSON string.
         raise ApiError(400, "bad_json", f"body is not valid JSON: {exc}") from None
 
 
@@ -197,7 +201,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         try:
             try:
                 body = _scan_decoder.decode(raw)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 await ws.send_bytes(_ws_error("invalid", str(exc)))
                 return
             try:
@@ -280,7 +284,9 @@ async def get_search(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid", "q must be 2-100 characters")
     service = request.app[SERVICE]
     words = query.split()
-    needles = [w.encode() for w in words]
+    # The records are pre-filtered on their raw bytes, where only ASCII lower-cases: use
+    # the ASCII runs of each word there; the haystack check below is the exact one.
+    needles = [run.encode() for w in words for run in _NON_ASCII.split(w) if run]
     results: list[dict[str, Any]] = []
     after: bytes | None = None
     deadline = time.monotonic() + SEARCH_BUDGET_S
