@@ -10,8 +10,9 @@ order is part of the contract: the first failing check gives the reason):
    (zone 0 on a record means any zone).
 4. ``too_early`` / ``too_late``: an entry outside the date's window, doors open to end.
    A pass covering several of the gate's dates is decided for the date whose window is
-   open now, else the next one to open (``too_early``), else ``too_late``. Exits are
-   not held to the window: nobody is kept inside after the end.
+   open now, else the date the holder is inside for (exit or auto), else the next one
+   to open (``too_early``), else ``too_late``. Exits are not held to the window: nobody
+   is kept inside after the end.
 5. the mode rules and pass limits of ``sync.rules.step``.
 
 ``malformed``, ``forged`` and ``unknown`` are found before a record exists, by the
@@ -53,7 +54,12 @@ def covers(record: Record, product: PassProduct | None, date: Date) -> bool:
 
 
 def _pass_date(
-    record: Record, product: PassProduct | None, gate: GateView, now: float
+    record: Record,
+    product: PassProduct | None,
+    gate: GateView,
+    now: float,
+    state: ScanState,
+    direction: Direction,
 ) -> Date | Reason:
     best_future: Date | None = None
     any_covered = False
@@ -69,6 +75,12 @@ def _pass_date(
             best_future = date
     if not any_covered:
         return Reason.WRONG_DATE
+    if direction != _ENTRY and state.inside:
+        # No window open now: an exit (or auto) of a holder still inside is for the date
+        # they are inside for, which is not held to its window (as for a ticket).
+        inside = gate.dates.get(state.inside)
+        if inside is not None and covers(record, product, inside):
+            return inside
     return best_future if best_future is not None else Reason.TOO_LATE
 
 
@@ -92,7 +104,7 @@ def decide(
         if date is None:
             return _refuse(Reason.WRONG_DATE, _ENTRY if direction == Direction.AUTO else direction)
     else:
-        found = _pass_date(record, product, gate, now)
+        found = _pass_date(record, product, gate, now, state, direction)
         if isinstance(found, Reason):
             return _refuse(found, _ENTRY if direction == Direction.AUTO else direction)
         date = found
