@@ -107,7 +107,11 @@ def _jobs(args: argparse.Namespace) -> int:
     if now.tzinfo is None:
         print("--now needs a timezone", file=sys.stderr)
         return 2
-    conn = connect(args.data / DB_FILENAME)
+    path = args.data / DB_FILENAME
+    if not path.exists():
+        print(f"no core database in {args.data}", file=sys.stderr)
+        return 2
+    conn = connect(path)
     try:
         migrate(conn)
         with transaction(conn) as tx:

@@ -39,6 +39,8 @@ ORDER_ALPHABET: Final = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 """No 0/O or 1/I: numbers are read aloud at the box office."""
 ORDER_NUMBER_CHARS: Final = 7
 DAY_S: Final = 86_400.0
+MAX_ORDER_TICKETS: Final = 1000
+"""Each ticket is signed inside the order's transaction; bigger batches are stock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,8 @@ def place_order(tx: Tx, body: OrderIn, policy: InvoicePolicy) -> OrderOut:
             Decimal(row["price"]),
         )
         lines.extend([line] * item.quantity)
+    if len(lines) > MAX_ORDER_TICKETS:
+        raise BadRequest("too_many_tickets", f"at most {MAX_ORDER_TICKETS} tickets per order")
     if len(currencies) != 1:
         raise BadRequest("mixed_currencies", "all items of an order must share one currency")
     free = body.payment == "free"
