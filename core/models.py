@@ -131,6 +131,13 @@ class PassUpdateIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     to the event's only date, if it has one)."""
 
 
+class RenewIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    product: Id
+    payment: Payment = "card"
+    channel: SaleChannel = "box_office"
+    choices: Annotated[list[Id], msgspec.Meta(max_length=MAX_CATALOG_ITEMS)] | None = None
+
+
 class MediaIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     uid: Annotated[str, msgspec.Meta(min_length=4, max_length=64, pattern="^[0-9A-Za-z:-]+$")]
 

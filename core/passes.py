@@ -201,7 +201,7 @@ def attach_media(tx: Tx, ticket_id: int, uid: str) -> TicketOut:
             "INSERT INTO media (uid, ticket_id, created_at) VALUES (?, ?, ?)",
             (uid, ticket_id, time.time()),
         )
-        _store_media(tx, row)
+        store_media(tx, row)
     return ticket_out(ticket_row(tx, ticket_id))
 
 
@@ -209,11 +209,11 @@ def detach_media(tx: Tx, ticket_id: int, uid: str) -> TicketOut:
     row = ticket_row(tx, ticket_id)
     if tx.exec("DELETE FROM media WHERE uid = ? AND ticket_id = ?", (uid.upper(), ticket_id)) != 1:
         raise NotFound("media_not_found", f"card {uid} is not attached to ticket {ticket_id}")
-    _store_media(tx, row)
+    store_media(tx, row)
     return ticket_out(ticket_row(tx, ticket_id))
 
 
-def _store_media(tx: Tx, row: Any) -> None:
+def store_media(tx: Tx, row: Any) -> None:
     uids = [
         r["uid"]
         for r in tx.all("SELECT uid FROM media WHERE ticket_id = ? ORDER BY uid", (row["id"],))

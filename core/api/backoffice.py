@@ -8,9 +8,9 @@ from typing import Final
 
 from aiohttp import web
 
-from core import catalog, jobs, keys, orders, passes, scans, stock, tokens
+from core import catalog, jobs, keys, orders, passes, renewals, scans, stock, tokens
 from core.api._http import CONFIG, STORE, body, error, path_id, reply, require_admin
-from core.errors import NotFound
+from core.errors import BadRequest, NotFound
 from core.models import (
     CancelIn,
     DateIn,
@@ -22,6 +22,7 @@ from core.models import (
     PassUpdateIn,
     PayIn,
     QuickCancelIn,
+    RenewIn,
     ResellerImportIn,
     RevokeIn,
     StockIn,
@@ -32,6 +33,7 @@ from core.orders import InvoicePolicy
 
 _ORDER_NUMBER: Final = re.compile(r"[A-Za-z0-9]{1,32}")
 VERSION: Final = "0.1.0"
+MAX_VENUE_CHARS: Final = 200
 
 routes = web.RouteTableDef()
 
@@ -177,6 +179,14 @@ async def pass_update(request: web.Request) -> web.Response:
     return reply(await request.app[STORE].write(passes.add_event, path_id(request), data))
 
 
+@routes.post(r"/api/v1/passes/{id}/renew")
+async def renew_pass(request: web.Request) -> web.Response:
+    require_admin(request)
+    data = await body(request, RenewIn)
+    order = await request.app[STORE].write(renewals.renew, path_id(request), data, _policy(request))
+    return reply(order, 201)
+
+
 @routes.post("/api/v1/stock")
 async def print_stock(request: web.Request) -> web.Response:
     require_admin(request)
@@ -231,6 +241,8 @@ async def create_token(request: web.Request) -> web.Response:
     require_admin(request)
     data = await body(request, TokenIn, empty_ok=True)
     venue = request.match_info["venue"]
+    if not 1 <= len(venue) <= MAX_VENUE_CHARS:
+        raise BadRequest("bad_venue", f"a venue name has 1 to {MAX_VENUE_CHARS} characters")
     token = await request.app[STORE].write(tokens.create, venue, data.name)
     return reply({"venue": venue, "token": token}, 201)
 

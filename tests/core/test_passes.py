@@ -155,3 +155,46 @@ async def test_rfid_card_attached_to_a_pass(core):
     assert last[-1]["record"][11] == ["04A1B2C3D4"]  # Record.media
     ticket = await core.ok("DELETE", f"/api/v1/tickets/{first}/media/04A1B2C3D4")
     assert ticket["media"] == []
+
+
+async def test_renewal_moves_the_card_to_the_new_season_pass(core):
+    a, b = await two_events(core)
+    old_product = await core.ok(
+        "POST",
+        "/api/v1/pass-products",
+        {"name": "2030", "venue": VENUE, "events": [{"event": a["id"]}], "price": "100"},
+    )
+    new_product = await core.ok(
+        "POST",
+        "/api/v1/pass-products",
+        {"name": "2031", "venue": VENUE, "events": [{"event": b["id"]}], "price": "110"},
+    )
+    order = await core.ok(
+        "POST", "/api/v1/orders", order_body([{"pass": old_product["id"], "quantity": 1}])
+    )
+    old = order["tickets"][0]["id"]
+    await core.ok("POST", f"/api/v1/tickets/{old}/media", {"uid": "CAFE0001"})
+    renewed = await core.ok(
+        "POST", f"/api/v1/passes/{old}/renew", {"product": new_product["id"], "payment": "invoice"}
+    )
+    assert renewed["status"] == "pending" and renewed["total"] == "110.00"
+    assert renewed["customer"] == {"name": "Ada Lovelace", "email": "ada@example.org"}
+    (new,) = renewed["tickets"]
+    assert new["media"] == ["CAFE0001"] and new["event"] == new_product["id"]
+    assert (await core.ok("GET", f"/api/v1/tickets/{old}"))["media"] == []
+    ticket = await core.ok("POST", "/api/v1/orders", order_body([{**_line(a)}]))
+    status, err = await core.call(
+        "POST",
+        f"/api/v1/passes/{ticket['tickets'][0]['id']}/renew",
+        {"product": new_product["id"]},
+    )
+    assert (status, err["error"]) == (409, "not_a_pass")
+
+
+def _line(event):
+    return {
+        "date": event["dates"][0]["id"],
+        "zone": event["zones"][0]["id"],
+        "rate": event["rates"][0]["id"],
+        "quantity": 1,
+    }
