@@ -6,7 +6,7 @@
 -- ("code":"...","gate":"..."[,"direction":"..."]}), and rotates through them.
 -- Each request gets a unique scan_id NONCE-k-n. Answers are counted by their
 -- "reason"; done() prints one line "WRK_RESULT {json}" with latency percentiles
--- (ms), counts and errors.
+-- (ms), counts, errors, and how many bodies each thread sent.
 
 local counter = 0
 local threads = {}
@@ -58,7 +58,9 @@ end
 function done(summary, latency, requests)
   local total = {}
   local wrapped = 0
+  local sent = {}
   for _, t in ipairs(threads) do
+    sent[#sent + 1] = string.format("%d", t:get("sent") or 0)
     for k, v in pairs(t:get("counts") or {}) do
       total[k] = (total[k] or 0) + v
     end
@@ -73,11 +75,11 @@ function done(summary, latency, requests)
     'WRK_RESULT {"requests":%d,"duration_us":%d,"bytes":%d,' ..
     '"p50_ms":%.3f,"p90_ms":%.3f,"p99_ms":%.3f,"p999_ms":%.3f,"max_ms":%.3f,"mean_ms":%.3f,' ..
     '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
-    '"wraps":%d,"reasons":{%s}}\n',
+    '"wraps":%d,"sent":[%s],"reasons":{%s}}\n',
     summary.requests, summary.duration, summary.bytes,
     latency:percentile(50) / 1000, latency:percentile(90) / 1000,
     latency:percentile(99) / 1000, latency:percentile(99.9) / 1000,
     latency.max / 1000, latency.mean / 1000,
     e.connect, e.read, e.write, e.status, e.timeout,
-    wrapped, table.concat(parts, ",")))
+    wrapped, table.concat(sent, ","), table.concat(parts, ",")))
 end

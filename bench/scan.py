@@ -145,8 +145,19 @@ def _line(code: str, gate: str, direction: str | None = None) -> bytes:
     return out + b"}"
 
 
-def scan_lines(pools: Pools, count: int, rng: random.Random) -> list[bytes]:
-    """*count* scan bodies in a realistic mix and order (one device stream)."""
+Taken = list[tuple[int, str, CodeLine]]
+"""(line index, pool name, code) of every code a body file took from the pools."""
+
+
+def scan_lines(
+    pools: Pools, count: int, rng: random.Random, taken: Taken | None = None
+) -> list[bytes]:
+    """About *count* scan bodies in a realistic mix and order (one device stream).
+
+    Codes taken from the pools are recorded in *taken*, so that those of lines a run
+    never sent can be given back (``give_back``).
+    """
+    taken = [] if taken is None else taken
     foreign = Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
     admitted: list[str] = []
     inside: list[str] = []
@@ -154,9 +165,16 @@ def scan_lines(pools: Pools, count: int, rng: random.Random) -> list[bytes]:
     pass_walk: list[tuple[str, int]] = []
     out: list[bytes] = []
 
+    def take(name: str) -> CodeLine | None:
+        pool: list[CodeLine] = getattr(pools, name)
+        if not pool:
+            return None
+        line = pool.pop()
+        taken.append((len(out), name, line))
+        return line
+
     def fresh() -> CodeLine | None:
-        while pools.fresh:
-            line = pools.fresh.pop()
+        while (line := take("fresh")) is not None:
             if line.zone not in pools.vip_zones:
                 return line
             out.append(_line(line.code, "vip"))  # a VIP ticket at the VIP gate: ok
@@ -204,8 +222,8 @@ def scan_lines(pools: Pools, count: int, rng: random.Random) -> list[bytes]:
                     pass_walk.pop(i)
                 else:
                     pass_walk[i] = (code, step + 1)
-            elif pools.passes:
-                code = pools.passes.pop().code
+            elif (pass_line := take("passes")) is not None:
+                code = pass_line.code
                 out.append(_line(code, f"event-{pools.events[0]}"))
                 pass_walk.append((code, 1))
         elif roll < 0.91 and pools.refused:
@@ -219,8 +237,8 @@ def scan_lines(pools: Pools, count: int, rng: random.Random) -> list[bytes]:
         elif roll < 0.97:
             out.append(_line(forged_code(rng, pools.signed, foreign), "main"))
         elif roll < 0.985:
-            if pools.extra:
-                code = pools.extra.pop().code
+            if (extra := take("extra")) is not None:
+                code = extra.code
                 admitted.append(code)
                 out.append(_line(code, "main"))
         else:
@@ -230,14 +248,39 @@ def scan_lines(pools: Pools, count: int, rng: random.Random) -> list[bytes]:
 
 def write_bodies(
     base: Path, threads: int, per_thread: int, pools: Pools, rng: random.Random
-) -> int:
-    """Write ``base.0 .. base.{threads-1}`` for ``scan.lua``; return lines written."""
-    total = 0
+) -> list[Taken]:
+    """Write ``base.0 .. base.{threads-1}`` for ``scan.lua``; return what each took."""
+    out: list[Taken] = []
     for t in range(threads):
-        lines = scan_lines(pools, per_thread, rng)
+        taken: Taken = []
+        lines = scan_lines(pools, per_thread, rng, taken)
         Path(f"{base}.{t}").write_bytes(b"\n".join(lines) + b"\n")
-        total += len(lines)
-    return total
+        out.append(taken)
+    return out
+
+
+def give_back(pools: Pools, taken: Taken, sent: int) -> int:
+    """Return to the pools the codes of lines at or after *sent*; return how many."""
+    given = 0
+    for index, name, line in reversed(taken):
+        if index < sent:
+            break
+        getattr(pools, name).append(line)
+        given += 1
+    return given
+
+
+def copy_pools(pools: Pools) -> Pools:
+    """A copy whose lists can be consumed without touching *pools*."""
+    return Pools(
+        list(pools.fresh),
+        pools.refused,
+        list(pools.passes),
+        list(pools.extra),
+        pools.signed,
+        pools.vip_zones,
+        pools.events,
+    )
 
 
 # ---------------------------------------------------------------- processes
@@ -489,10 +532,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figures["dataset_cached"] = info["cached"]
         gates: dict[str, Any] = json.loads(gates_path.read_text())
         pools = load_pools(codes, gates, args.seed)
+        # The baseline answers alike whatever the codes: its bodies come from a copy of
+        # the pools, sized for --expect-rate. The node's are made after the baseline
+        # ran, sized for the baseline's rate, and codes of lines never sent go back.
         per_thread = max(1000, int(args.seconds * args.expect_rate / args.threads))
-        warm_bodies, full_bodies = run_dir / "warm", run_dir / "full"
-        write_bodies(warm_bodies, args.threads, max(500, per_thread // 20), pools, rng)
-        write_bodies(full_bodies, args.threads, per_thread, pools, rng)
+        base_bodies, warm_bodies, full_bodies = (run_dir / n for n in ("base", "warm", "full"))
+        write_bodies(base_bodies, args.threads, per_thread, copy_pools(pools), rng)
 
         base_port = free_port()
         baseline = start(
@@ -537,9 +582,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Baseline first, while the node sits idle.
         wrk = (args.connections, args.threads)
         figures["quiet_before_cores"] = wait_quiet(args.quiet_wait)
-        run_wrk(base_url, warm_bodies, token, args.warmup, *wrk, baseline.popen.pid, nonce + "bw")
+        run_wrk(base_url, base_bodies, token, args.warmup, *wrk, baseline.popen.pid, nonce + "bw")
         base = run_wrk(
-            base_url, full_bodies, token, args.seconds, *wrk, baseline.popen.pid, nonce + "b"
+            base_url, base_bodies, token, args.seconds, *wrk, baseline.popen.pid, nonce + "b"
         )
         figures["baseline_per_s"] = base["per_s"]
         figures["baseline_cpu"] = base["server_cpu"]
@@ -550,10 +595,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         if node_proc is not None:
             pid = node_proc.popen.pid
-            run_wrk(node_url, warm_bodies, token, args.warmup, *wrk, pid, nonce + "nw")
+            warm_lines = max(200, int(args.warmup * base["per_s"] * 1.2 / args.threads))
+            taken = write_bodies(warm_bodies, args.threads, warm_lines, pools, rng)
+            warm = run_wrk(node_url, warm_bodies, token, args.warmup, *wrk, pid, nonce + "nw")
+            for t, sent in zip(taken, warm["sent"]):
+                give_back(pools, t, sent)
+            full_lines = max(1000, int(args.seconds * base["per_s"] * 1.2 / args.threads))
+            taken = write_bodies(full_bodies, args.threads, full_lines, pools, rng)
+            figures["fresh_codes_left"] = len(pools.fresh)
             wait_quiet(args.quiet_wait)
             before = metric_reasons(node_url, token)
             full = run_wrk(node_url, full_bodies, token, args.seconds, *wrk, pid, nonce + "n")
+            if not full["wraps"]:
+                for t, sent in zip(taken, full["sent"]):
+                    give_back(pools, t, sent)
             after = metric_reasons(node_url, token)
             figures["scans_per_s"] = full["per_s"]
             figures["ratio"] = round(full["per_s"] / base["per_s"], 3) if base["per_s"] else None
@@ -574,6 +629,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             half = full["per_s"] / 2
             if args.half_rate and half > 0:
+                if len(pools.fresh) < half * args.seconds:
+                    figures.setdefault("warnings", []).append(
+                        "too few fresh codes left for the half-rate run: raise --tickets"
+                    )
                 lines = scan_lines(pools, int(half * args.seconds * 1.05) + 100, rng)
                 wait_quiet(args.quiet_wait)
                 meter = ForeignCpu()
@@ -628,7 +687,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tickets", type=int, default=100_000)
+    parser.add_argument("--tickets", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=10.0, help="per measured phase")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
