@@ -25,9 +25,19 @@ MAX_ZONE_ID: Final = 0xFFFF
 
 
 def create_event(tx: Tx, body: EventIn) -> dict[str, Any]:
-    venue = feed.ensure_venue(tx, body.venue, body.timezone or "UTC")
     if body.timezone:
         zone_info(body.timezone)
+    venue = feed.ensure_venue(tx, body.venue, body.timezone or "UTC")
+    if body.timezone:
+        current = tx.scalar("SELECT timezone FROM venues WHERE id = ?", (venue,))
+        has_events = tx.one("SELECT 1 FROM events WHERE venue_id = ?", (venue,)) is not None
+        if current != body.timezone and not has_events:
+            # A venue made by a node token before any event takes the first event's zone.
+            tx.exec("UPDATE venues SET timezone = ? WHERE id = ?", (body.timezone, venue))
+        elif current != body.timezone:
+            raise Conflict(
+                "timezone_mismatch", f"venue {body.venue!r} keeps its timezone {current}"
+            )
     names = [z.name for z in body.zones]
     if len(set(names)) != len(names):
         raise BadRequest("duplicate_zone", "zone names must be unique within an event")

@@ -57,6 +57,8 @@ async def test_day_is_counted_in_the_venue_timezone(core):
     body["venue"] = "Late Club"
     await core.ok("POST", "/api/v1/events", body)
     catalog = await core.ok("GET", "/api/v1/venues/Late%20Club/catalog")
+    status, err = await core.call("POST", "/api/v1/events", {**body, "timezone": "UTC"})
+    assert (status, err["error"]) == (409, "timezone_mismatch")
     # 2030-06-10T20:00+02:00 is 2030-06-11 06:00 in Auckland.
     assert catalog["dates"][0][5] == date(2030, 6, 11).toordinal()
 
