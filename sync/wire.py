@@ -17,6 +17,10 @@ Change feed, ``GET /api/v1/venues/{venue}/changes?after=CURSOR&wait=SECONDS``::
   (date moved, key rotated or revoked): the venue's full current ``Catalog``.
 - ``Resync(seq, reason)``: the cursor cannot be served (ahead of the core, or the venue
   was reset); fetch a new snapshot.
+- ``ScanAdmitted(seq, node, item)``: a scan some node of the venue uploaded that changed a
+  ticket's presence or use (``accepted``), so every other node applies it to its own scan
+  state through ``sync.rules.step`` and single-entry and entry/exit rules hold across
+  nodes. A node skips the ones it sent itself.
 
 A record may appear more than once between two cursors; only its last state matters.
 Apply changes in order, then store ``cursor``. ``more`` says another batch is ready now.
@@ -65,15 +69,6 @@ class Resync(msgspec.Struct, frozen=True, tag="resync"):
     reason: str = ""
 
 
-Change = RecordChanged | CatalogChanged | Resync
-
-
-class ChangeBatch(msgspec.Struct, frozen=True):
-    cursor: int
-    changes: list[Change] = []
-    more: bool = False
-
-
 ScanResult = Literal["accepted", "rejected"]
 
 
@@ -97,6 +92,24 @@ class ScanItem(msgspec.Struct, frozen=True):
     """Node time the scan entered its log."""
     offline: bool = False
     """Decided while the node could not reach the core."""
+
+
+class ScanAdmitted(msgspec.Struct, frozen=True, tag="scan_admitted"):
+    seq: int
+    node: str
+    """Node that uploaded the scan."""
+    item: ScanItem
+
+
+Change = RecordChanged | CatalogChanged | Resync | ScanAdmitted
+
+
+class ChangeBatch(msgspec.Struct, frozen=True):
+    cursor: int
+    changes: list[Change] = []
+    more: bool = False
+    head: int = 0
+    """The venue's latest sequence number when the batch was read (0: not told)."""
 
 
 class ScanUpload(msgspec.Struct, frozen=True):
