@@ -46,7 +46,12 @@ MAX_CODE_FIELD_CHARS: Final = 4096
 
 _NON_ASCII: Final = re.compile(r"[^\x00-\x7f]+")
 
-ScanId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SCAN_ID_CHARS)]
+# No control characters: they have no place in a device's id, and a NUL would let a
+# scan's id collide with a quick cancel's remembered answer (``QUICK_CANCEL_PREFIX``).
+ScanId = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=MAX_SCAN_ID_CHARS, pattern=r"^[^\x00-\x1f\x7f]+\Z"),
+]
 GateName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_GATE_CHARS)]
 CodeText = Annotated[str, msgspec.Meta(max_length=MAX_CODE_FIELD_CHARS)]
 
