@@ -67,6 +67,9 @@ async def nothing_logged(node):
         b'{"scan_id": "a", "code": "x", "gate": "main", "direction": 1}',
         b'{"scan_id": "a", "code": "x", "gate": "main", "scanned_at": "yesterday"}',
         b'{"scan_id": "", "code": "x", "gate": "main"}',
+        b'{"scan_id": "a\\u0000b", "code": "x", "gate": "main"}',
+        b'{"scan_id": "dev\\n1", "code": "x", "gate": "main"}',
+        b'{"scan_id": "dev1\\r\\n", "code": "x", "gate": "main"}',
         b'{"scan_id": "a", "code": "x", "gate": ""}',
     ],
 )

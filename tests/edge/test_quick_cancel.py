@@ -104,3 +104,22 @@ async def test_quick_cancel_survives_restart(tmp_path, venue):
     async with run_edge(data, venue) as node:
         assert (await node.scan(stock))["reason"] == "cancelled"
         assert await quick_cancel(node, stock, "qc-1") == first
+
+
+async def test_a_scan_id_cannot_reach_a_quick_cancels_remembered_answer(edge, venue):
+    """Quick cancels are remembered under b"qc\\0" + scan_id: a scan whose id starts with
+    that must not read or pre-empt them (it answered 500, or faked an accepted cancel)."""
+    stock = venue.add_ticket("stock", channel=Channel.BOX_OFFICE, sold=False)
+    other = venue.add_ticket("other", channel=Channel.BOX_OFFICE, sold=False)
+    ticket = venue.add_ticket("t")
+    node = await edge.start()
+    await node.gate("main", mode="single", dates=[10])
+    assert (await quick_cancel(node, stock, "x"))["reason"] == "ok"
+    for sid in ("qc\x00x", "qc\x00y"):
+        status, body = await node.call("POST", "/api/v1/scans",
+                                       {"scan_id": sid, "code": ticket, "gate": "main"})
+        assert status == 400 and set(body) == {"error", "message"}
+    answer = await quick_cancel(node, other, "y")
+    assert (answer["result"], answer["reason"]) == ("accepted", "ok")
+    assert (await node.scan(other))["reason"] == "cancelled"
+    assert (await node.scan(ticket))["reason"] == "ok"
