@@ -19,6 +19,7 @@ from typing import Annotated, Any, Final
 import msgspec
 from aiohttp import WSMsgType, web
 
+from edge.follower import Follower
 from edge.index import rss_bytes
 from edge.messages import table_for
 from edge.model import Direction, GateProfile, ScanAnswer, ScanRequest
@@ -80,6 +81,7 @@ SERVICE: Final = web.AppKey("service", ScanService)
 TOKEN: Final = web.AppKey("token", bytes)
 NODE_ID: Final = web.AppKey("node_id", str)
 STARTED: Final = web.AppKey("started", float)
+FOLLOWER: Final = web.AppKey("follower", Follower)
 
 _scan_decoder: Final = msgspec.json.Decoder(ScanBody)
 _batch_decoder: Final = msgspec.json.Decoder(BatchBody)
@@ -251,10 +253,10 @@ async def put_gate(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid", "gate name must be 1-64 characters")
     profile: GateProfile = await _body(request, _gate_decoder)
     try:
-        view = await request.app[SERVICE].put_gate(name, profile)
+        await request.app[SERVICE].put_gate(name, profile)
     except InvalidGate as exc:
         raise ApiError(422, "invalid_gate", str(exc)) from None
-    return json_response(_gate_json(name, profile, len(view.dates)))
+    return json_response(_gate_json(name, profile, len(request.app[SERVICE].gates[name].dates)))
 
 
 def _gate_json(name: str, profile: GateProfile, admitted_dates: int) -> dict[str, Any]:
@@ -321,6 +323,7 @@ async def get_status(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     now = time.time()
     counts = service.index.counts()
+    follower = request.app.get(FOLLOWER)
     rss = rss_bytes()
     mapped = service.index.mapped_bytes()
     committer = service.committer
@@ -330,8 +333,11 @@ async def get_status(request: web.Request) -> web.Response:
         "uptime_s": round(now - request.app[STARTED], 3),
         "index": {"records": counts["records"], "codes": counts["codes"],
                   "media": counts["media"], "dates": len(service.dates)},
-        "sync": {"cursor": service.cursor(), "lag_changes": None, "lag_s": None,
-                 "outbox": counts["scanlog"], "connected": False},
+        "sync": (
+            follower.status(now) if follower is not None
+            else {"cursor": service.cursor(), "lag_changes": None, "lag_s": None,
+                  "outbox": None, "connected": False, "core": None}
+        ),
         "scans": {"total": service.counters.scans, "accepted": service.counters.accepted,
                   "per_s": round(service.rate.rate(now), 2),
                   "logged": counts["scanlog"]},

@@ -4,6 +4,7 @@ stopped with the aiohttp app (``cleanup_ctx``), so nothing outlives the server."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -13,11 +14,22 @@ from pathlib import Path
 
 from aiohttp import web
 
-from edge.api import MAX_BODY_BYTES, NODE_ID, SERVICE, STARTED, TOKEN, add_routes, errors_middleware
+from edge.api import (
+    FOLLOWER,
+    MAX_BODY_BYTES,
+    NODE_ID,
+    SERVICE,
+    STARTED,
+    TOKEN,
+    add_routes,
+    errors_middleware,
+)
+from edge.follower import Follower
 from edge.index import Index
 from edge.model import GateProfile
 from edge.scan import ScanService
 from edge.scanlog import GroupCommitter
+from sync.client import CoreClient, SyncError
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +45,20 @@ class EdgeConfig:
     """fsync every commit. Off only for throwaway benchmarks of the CPU path."""
     gates: dict[str, GateProfile] | None = None
     """Gate profiles to set at start (``--gates FILE``), as if PUT one by one."""
+    core: str | None = None
+    """Core base URL to follow and upload to; None serves what the index has."""
+    core_token: str = ""
+    venue: str = ""
 
 
 def node_id_for(index: Index, wanted: str | None) -> str:
     stored = index.get_meta("node_id")
-    if wanted:
-        return wanted
-    if stored:
+    if stored and (not wanted or wanted == stored.decode()):
         return stored.decode()
-    fresh = "node-" + secrets.token_hex(4)
+    node_id = wanted or "node-" + secrets.token_hex(4)
     with index.env.begin(write=True, db=index.meta) as txn:
-        txn.put(b"node_id", fresh.encode())
-    return fresh
+        txn.put(b"node_id", node_id.encode())
+    return node_id
 
 
 def build_app(config: EdgeConfig) -> web.Application:
@@ -59,14 +73,31 @@ def build_app(config: EdgeConfig) -> web.Application:
         committer.start()
         service = ScanService(index, committer)
         app[SERVICE] = service
-        for name, profile in (config.gates or {}).items():
-            await service.put_gate(name, profile)
-        log.info("edge node %s ready: %s", app[NODE_ID], config.data)
-        try:
-            yield
-        finally:
-            await committer.stop()
-            index.close()
+        async with contextlib.AsyncExitStack() as stack:
+            follower: Follower | None = None
+            if config.core:
+                client = await stack.enter_async_context(
+                    CoreClient(config.core, config.core_token, config.venue)
+                )
+                follower = Follower(service, client, app[NODE_ID])
+                app[FOLLOWER] = follower
+                if follower.needs_bootstrap():
+                    try:
+                        await follower.bootstrap(config.data)
+                    except SyncError as exc:
+                        log.warning("no snapshot from the core yet (%s); retrying", exc)
+            for name, profile in (config.gates or {}).items():
+                await service.put_gate(name, profile, strict=False)
+            if follower is not None:
+                follower.start()
+            log.info("edge node %s ready: %s", app[NODE_ID], config.data)
+            try:
+                yield
+            finally:
+                if follower is not None:
+                    await follower.stop()
+                await committer.stop()
+                index.close()
 
     app.cleanup_ctx.append(lifecycle)
     add_routes(app)

@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--node-id", help="stable node id (default: generated once, stored)")
     serve.add_argument("--no-sync-writes", action="store_true",
                        help="do not fsync commits (benchmarks of the CPU path only)")
+    serve.add_argument("--core", help="core base URL to follow and upload scans to")
+    serve.add_argument("--core-token", default=os.environ.get("EDGE_CORE_TOKEN", ""),
+                       help="venue-scoped node token for the core (or EDGE_CORE_TOKEN)")
+    serve.add_argument("--venue", default="", help="venue name at the core")
     serve.add_argument("--gates", type=Path,
                        help='JSON file of gate profiles to set at start: {"main": {"mode": ...}}')
     serve.add_argument("--log-level", default="INFO")
@@ -101,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imported {report.records} records for venue {report.venue!r} "
               f"(cursor {report.cursor}) in {report.seconds:.2f} s")
         return 0
+    if args.core and not (args.core_token and args.venue):
+        print("--core needs --core-token and --venue", file=sys.stderr)
+        return 2
     gates = None
     if args.gates is not None:
         try:
@@ -112,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         data=args.data, admin_token=_admin_token(args.data, args.admin_token),
         host=args.host, port=args.port, node_id=args.node_id,
         sync_writes=not args.no_sync_writes, gates=gates,
+        core=args.core, core_token=args.core_token, venue=args.venue,
     )
     _run(_serve(config))
     return 0

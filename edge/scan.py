@@ -212,8 +212,15 @@ class ScanService:
             raise InvalidGate(f"unknown zone {min(zones - known_zones)}")
         return GateView(name, profile.mode, dates, zones)
 
-    async def put_gate(self, name: str, profile: GateProfile) -> GateView:
-        view = self.resolve_gate(name, profile)
+    async def put_gate(self, name: str, profile: GateProfile, *, strict: bool = True) -> None:
+        """Store a gate profile. Not *strict*: keep it even if the catalogue does not know
+        its dates yet (a node still waiting for its first snapshot); it resolves later."""
+        try:
+            view: GateView | None = self.resolve_gate(name, profile)
+        except InvalidGate:
+            if strict:
+                raise
+            view = None
         raw = encoder.encode(profile)
         key = f"gate:{name}".encode()
 
@@ -222,8 +229,8 @@ class ScanService:
 
         await self.committer.submit(op)
         self.profiles[name] = profile
-        self.gates[name] = view
-        return view
+        if view is not None:
+            self.gates[name] = view
 
     # -- lookup ----------------------------------------------------------------------
 
@@ -254,11 +261,12 @@ class ScanService:
         assert isinstance(claims, Claims)
         key = u64(claims.id)
         known = self.pending_records.get(claims.id)
-        if known is not None:
+        if known is not None and known.code_digest == digest:
             return known
-        raw = txn.get(key, db=self.index.records)
-        if raw is not None:
-            return record_decoder.decode(raw)
+        if txn.get(key, db=self.index.records) is not None:
+            # The ticket exists with another code: this one was replaced (reissued after
+            # a loss, a transfer or a key revocation) and no longer admits anyone.
+            return Reason.CANCELLED
         # Validly signed, issued after the last sync: the signature is the authority.
         return Record(
             claims.id, claims.kind, Status.VALID, claims.event, claims.date, claims.zone, digest
@@ -291,6 +299,17 @@ class ScanService:
                 del cache[old]
         cache[digest] = result
         return result
+
+    def reserve_state(self, ident: int, state: ScanState) -> int:
+        """Put *state* in the pending overlay until its commit; returns the generation."""
+        self._generation += 1
+        self.pending_state[ident] = (state, self._generation)
+        return self._generation
+
+    def release_state(self, ident: int, generation: int) -> None:
+        """Drop the overlay entry once committed, unless a later reservation replaced it."""
+        if self.pending_state.get(ident, (None, 0))[1] == generation:
+            del self.pending_state[ident]
 
     def _state(self, txn: Any, ident: int) -> ScanState:
         pending = self.pending_state.get(ident)
@@ -373,9 +392,7 @@ class ScanService:
         )
         generation = 0
         if new_state is not None:
-            self._generation += 1
-            generation = self._generation
-            self.pending_state[ident] = (new_state, generation)
+            generation = self.reserve_state(ident, new_state)
         state_raw = encoder.encode(new_state) if new_state is not None else None
         answer_raw = encoder.encode(answer)
         index = self.index
@@ -398,8 +415,8 @@ class ScanService:
             waiter.set_result(answer)
         finally:
             del self.pending_answers[sid]
-            if generation and self.pending_state.get(ident, (None, 0))[1] == generation:
-                del self.pending_state[ident]
+            if generation:
+                self.release_state(ident, generation)
         self._count(answer.reason, now)
         return answer
 
@@ -468,7 +485,7 @@ class ScanService:
         result = Result.ACCEPTED if new_record is not None else Result.REJECTED
         answer = QuickCancelAnswer(result, reason)
         entry = LogEntry(scan_id, ident, result, reason, Direction.ENTRY, "", "",
-                         0, now, now, "quick_cancel")
+                         0, now, now, "quick_cancel", False, code.strip())
         if new_record is not None:
             self.pending_records[ident] = new_record
         record_raw = encoder.encode(new_record) if new_record is not None else None

@@ -50,6 +50,8 @@ class LogEntry(msgspec.Struct, frozen=True, array_like=True):
     """``scan`` or ``quick_cancel``."""
     offline: bool = False
     """Taken by a device while offline and sent later in a batch."""
+    code: str = ""
+    """The code, for quick cancellations only (the core cancels by code)."""
 
 
 class StoredAnswer(msgspec.Struct, frozen=True, array_like=True):
@@ -101,6 +103,8 @@ class GroupCommitter:
         self.commits = 0
         self.committed_ops = 0
         self.last_commit_at = 0.0
+        self.after_commit: list[Callable[[], None]] = []
+        """Called on the loop after each successful commit (e.g. wake the uploader)."""
 
     def start(self) -> None:
         self._closed = False
@@ -152,6 +156,9 @@ class GroupCommitter:
         self.committed_ops += len(batch)
         self.last_commit_at = time.time()
         _resolve(batch, error)
+        if error is None:
+            for hook in self.after_commit:
+                hook()
 
     def append_log(self, txn: Any, entry: LogEntry) -> int:
         """Append to the scan log inside the writer's transaction; returns the seq."""

@@ -1,0 +1,376 @@
+"""The node's side of sync: follow the core's change feed, upload the scan log.
+
+Two named tasks share one ``CoreClient``:
+
+- **follow**: long-polls ``changes?after=cursor``; every batch (records, catalogue,
+  other nodes' admissions) and the new cursor are written in ONE transaction through the
+  group committer, so a crash never loses or applies a change twice. A node with an empty
+  index first downloads and imports the venue snapshot; a ``Resync`` change does it
+  again. Batches whose signature does not verify against the node's public keys are
+  refused: a device on the venue network cannot inject validity changes.
+- **upload**: the scan log is the outbox. Entries after the upload cursor go up in
+  order (scans as ``ScanUpload`` batches, quick cancellations one by one), idempotent by
+  scan_id; the cursor advances, durably, only past what the core acknowledged (stored,
+  duplicate or refused — all final). Transport failures retry with capped, jittered
+  backoff; it is woken by every commit, so scans reach the core within milliseconds.
+
+Other nodes' admissions (``ScanAdmitted``) are applied to local scan state with the same
+``sync.rules.step`` the decision uses, reserved in the scan service's pending overlay
+exactly like a local scan, so a concurrent local scan sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from edge.decision import limits_of
+from edge.importer import import_snapshot
+from edge.index import U64, encoder, record_decoder, state_decoder, u64
+from edge.scan import ScanService
+from edge.scanlog import GroupCommitter, LogEntry, log_decoder
+from sync.client import (
+    RETRYABLE,
+    CoreClient,
+    CoreRefused,
+    FeedVerifier,
+    SyncError,
+    sleep_or,
+)
+from sync.codes import code_digest, verify_feed
+from sync.feed import Backoff, Link
+from sync.rules import EMPTY_STATE, Direction, Mode, Reason, ScanState, step
+from sync.snapshot import Catalog, Record
+from sync.wire import (
+    CatalogChanged,
+    ChangeBatch,
+    QuickCancelRequest,
+    RecordChanged,
+    Resync,
+    ScanAdmitted,
+    ScanItem,
+    ScanUpload,
+)
+
+log = logging.getLogger(__name__)
+
+LONG_POLL_S: Final = 20.0
+UPLOAD_BATCH: Final = 1000
+UPLOAD_COALESCE_S: Final = 0.01
+"""After a wake-up, wait this long so scans committed together go up together."""
+IDLE_UPLOAD_CHECK_S: Final = 1.0
+REFUSED_RETRY_S: Final = 5.0
+"""Wait after a 4xx on the feed or upload (bad token, unknown venue): a config error."""
+_VALID_MODES: Final = frozenset(m.value for m in Mode)
+
+
+def _feed_verifier(service: ScanService) -> FeedVerifier:
+    def verify(body: bytes, header: str | None) -> bool:
+        return verify_feed(body, header or "", service.keyring)
+
+    return verify
+
+
+class Follower:
+    def __init__(self, service: ScanService, client: CoreClient, node_id: str) -> None:
+        self.service = service
+        self.index = service.index
+        self.committer: GroupCommitter = service.committer
+        self.client = client
+        self.node_id = node_id
+        self.down = Link()
+        self.up = Link()
+        self.head = 0
+        self.caught_up_at: float | None = None
+        self.applied_changes = 0
+        self.uploaded = 0
+        self.refused: dict[str, int] = {}
+        self._wake_upload = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.committer.after_commit.append(self._wake_upload.set)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._follow(), name="edge-sync-follow"),
+            asyncio.create_task(self._upload(), name="edge-sync-upload"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("sync task %s failed", task.get_name())
+        self._tasks = []
+        if self._wake_upload.set in self.committer.after_commit:
+            self.committer.after_commit.remove(self._wake_upload.set)
+
+    # -- status ----------------------------------------------------------------------
+
+    def upload_cursor(self) -> int:
+        raw = self.index.get_meta("upload_cursor")
+        return int(msgspec.msgpack.decode(raw)) if raw else 0
+
+    def outbox_depth(self) -> int:
+        return max(0, self.committer.next_seq - 1 - self.upload_cursor())
+
+    def status(self, now: float) -> dict[str, Any]:
+        cursor = self.service.cursor()
+        return {
+            "cursor": cursor,
+            "head": self.head,
+            "lag_changes": max(0, self.head - cursor) if self.head else None,
+            "lag_s": (
+                0.0 if self.caught_up_at is not None and self.down.connected
+                else (round(now - self.caught_up_at, 3) if self.caught_up_at else None)
+            ),
+            "outbox": self.outbox_depth(),
+            "upload_cursor": self.upload_cursor(),
+            "connected": self.down.connected and self.up.connected,
+            "changes": self.down.as_dict(),
+            "scans": self.up.as_dict(),
+            "applied_changes": self.applied_changes,
+            "uploaded": self.uploaded,
+            "refused_by_core": dict(self.refused),
+        }
+
+    # -- following -------------------------------------------------------------------
+
+    async def bootstrap(self, data: Path) -> None:
+        """Download the venue snapshot and import it (empty index, or a resync)."""
+        dest = data / "bootstrap.gksnap"
+        size = await self.client.download_snapshot(dest)
+        # The import is one write transaction on the loop thread: scans wait for it, as
+        # they must, since the index is being replaced. Commits are on this thread too.
+        self.committer.flush()
+        with dest.open("rb") as fh:
+            report = import_snapshot(self.index, fh)
+        dest.unlink(missing_ok=True)
+        self.service.reload()
+        log.info("bootstrapped %d records (%d bytes) at cursor %d in %.2f s",
+                 report.records, size, report.cursor, report.seconds)
+
+    def needs_bootstrap(self) -> bool:
+        return self.service.cursor() == 0 and self.index.counts()["records"] == 0
+
+    async def _follow(self) -> None:
+        backoff = Backoff()
+        verify = _feed_verifier(self.service)
+        data = self.index.path
+        while True:
+            try:
+                if self.needs_bootstrap():
+                    await self.bootstrap(data)
+                batch = await self.client.changes(self.service.cursor(), LONG_POLL_S, verify)
+                await self.apply(batch)
+            except CoreRefused as exc:
+                self.down.failed(time.time(), str(exc))
+                log.warning("change feed refused: %s", exc)
+                await asyncio.sleep(REFUSED_RETRY_S)
+            except RETRYABLE as exc:
+                self.down.failed(time.time(), str(exc))
+                await asyncio.sleep(backoff.next_delay())
+            except SyncError as exc:  # pragma: no cover - every SyncError is classified
+                self.down.failed(time.time(), str(exc))
+                await asyncio.sleep(REFUSED_RETRY_S)
+            else:
+                backoff.reset()
+                now = time.time()
+                self.down.ok(now)
+                self.head = max(self.head, batch.head, batch.cursor)
+                if not batch.more:
+                    self.caught_up_at = now
+
+    async def apply(self, batch: ChangeBatch) -> None:
+        """Write a batch of changes and its cursor in one transaction."""
+        if any(isinstance(c, Resync) for c in batch.changes):
+            log.warning("core asks for a resync at cursor %d", self.service.cursor())
+            await self.bootstrap(self.index.path)
+            return
+        records: dict[int, Record] = {}
+        catalog: Catalog | None = None
+        admitted: list[ScanAdmitted] = []
+        for change in batch.changes:
+            if isinstance(change, RecordChanged):
+                records[change.record.id] = change.record
+            elif isinstance(change, CatalogChanged):
+                catalog = change.catalog
+            elif isinstance(change, ScanAdmitted) and change.node != self.node_id:
+                admitted.append(change)
+        states = self._reserve_foreign(admitted, records, catalog)
+        cursor_raw = encoder.encode(batch.cursor)
+        catalog_raw = encoder.encode(catalog) if catalog is not None else None
+        record_rows = [(r, encoder.encode(r)) for r in records.values()]
+        state_rows = [(ident, encoder.encode(state)) for ident, (state, _gen) in states.items()]
+        index = self.index
+
+        def op(txn: Any, _committer: GroupCommitter) -> None:
+            for record, raw in record_rows:
+                key = u64(record.id)
+                old_raw = txn.get(key, db=index.records)
+                if old_raw is not None:
+                    old = record_decoder.decode(old_raw)
+                    if old.code_digest != record.code_digest:
+                        txn.delete(old.code_digest, db=index.codes)
+                    for uid in set(old.media) - set(record.media):
+                        txn.delete(code_digest(uid), db=index.media)
+                txn.put(key, raw, db=index.records)
+                txn.put(record.code_digest, key, db=index.codes)
+                for uid in record.media:
+                    txn.put(code_digest(uid), key, db=index.media)
+            for ident, raw in state_rows:
+                txn.put(u64(ident), raw, db=index.state)
+            if catalog_raw is not None:
+                txn.put(b"catalog", catalog_raw, db=index.meta)
+            txn.put(b"cursor", cursor_raw, db=index.meta)
+
+        try:
+            await self.committer.submit(op)
+        finally:
+            for ident, (_state, generation) in states.items():
+                self.service.release_state(ident, generation)
+        if catalog is not None:
+            self.service.reload()
+        self.applied_changes += len(batch.changes)
+
+    def _reserve_foreign(
+        self,
+        admitted: list[ScanAdmitted],
+        records: dict[int, Record],
+        catalog: Catalog | None,
+    ) -> dict[int, tuple[ScanState, int]]:
+        """Apply other nodes' admissions to scan state; reserve the results."""
+        states: dict[int, tuple[ScanState, int]] = {}
+        if not admitted:
+            return states
+        dates = {d.id: d for d in catalog.dates} if catalog else self.service.dates
+        products = {p.id: p for p in catalog.products} if catalog else self.service.products
+        with self.index.env.begin() as txn:
+            for change in admitted:
+                item = change.item
+                if not item.ticket or item.mode not in _VALID_MODES:
+                    continue
+                record = records.get(item.ticket)
+                if record is None:
+                    raw = txn.get(u64(item.ticket), db=self.index.records)
+                    record = record_decoder.decode(raw) if raw else None
+                date = dates.get(item.date)
+                if record is None or date is None:
+                    continue
+                state = states[item.ticket][0] if item.ticket in states else self._state(
+                    txn, item.ticket
+                )
+                product = products.get(record.event) if record.kind else None
+                limits = limits_of(product) if record.kind else limits_of(None)
+                direction = Direction.EXIT if item.direction == Direction.EXIT else Direction.ENTRY
+                _reason, _dir, new_state = step(
+                    state, Mode(item.mode), direction, date.id, date.event,
+                    date.day or self.service.dates.get(date.id, date).day, limits,
+                    item.scanned_at,
+                )
+                if new_state is state:
+                    # Refused here too: the two nodes disagree; the core reports the
+                    # conflict. Local state stays what this node decided.
+                    continue
+                generation = self.service.reserve_state(item.ticket, new_state)
+                states[item.ticket] = (new_state, generation)
+        return states
+
+    def _state(self, txn: Any, ident: int) -> ScanState:
+        pending = self.service.pending_state.get(ident)
+        if pending is not None:
+            return pending[0]
+        raw = txn.get(u64(ident), db=self.index.state)
+        return state_decoder.decode(raw) if raw else EMPTY_STATE
+
+    # -- uploading -------------------------------------------------------------------
+
+    def read_outbox(self, after: int, limit: int) -> list[tuple[int, LogEntry]]:
+        out: list[tuple[int, LogEntry]] = []
+        with self.index.env.begin(db=self.index.scanlog) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(u64(after + 1)):
+                return out
+            for key, value in cursor:
+                out.append((U64.unpack(key)[0], log_decoder.decode(value)))
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def _set_upload_cursor(self, seq: int) -> None:
+        raw = encoder.encode(seq)
+
+        def op(txn: Any, _committer: GroupCommitter) -> None:
+            txn.put(b"upload_cursor", raw, db=self.index.meta)
+
+        await self.committer.submit(op)
+
+    async def _upload(self) -> None:
+        backoff = Backoff()
+        while True:
+            entries = self.read_outbox(self.upload_cursor(), UPLOAD_BATCH)
+            if not entries:
+                self._wake_upload.clear()
+                await sleep_or(self._wake_upload, IDLE_UPLOAD_CHECK_S)
+                await asyncio.sleep(UPLOAD_COALESCE_S)
+                continue
+            try:
+                last = await self._send(entries)
+            except CoreRefused as exc:
+                self.up.failed(time.time(), str(exc))
+                log.warning("scan upload refused: %s", exc)
+                await asyncio.sleep(REFUSED_RETRY_S)
+                continue
+            except RETRYABLE as exc:
+                self.up.failed(time.time(), str(exc))
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            self.up.ok(time.time())
+            await self._set_upload_cursor(last)
+
+    async def _send(self, entries: list[tuple[int, LogEntry]]) -> int:
+        """Send entries in order; return the last seq the core acknowledged."""
+        scans: list[ScanItem] = []
+        last = entries[0][0] - 1
+        for seq, entry in entries:
+            if entry.kind == "quick_cancel":
+                if scans:
+                    await self._send_scans(scans)
+                    scans = []
+                if entry.code:
+                    await self.client.quick_cancel(QuickCancelRequest(entry.scan_id, entry.code))
+                last = seq
+                continue
+            scans.append(_item(entry))
+            last = seq
+        if scans:
+            await self._send_scans(scans)
+        return last
+
+    async def _send_scans(self, items: list[ScanItem]) -> None:
+        result = await self.client.upload(ScanUpload(self.node_id, items))
+        for ack in result.acks:
+            if ack.status == "refused":
+                self.refused[ack.reason or "refused"] = self.refused.get(ack.reason, 0) + 1
+                log.warning("core refused scan %s: %s", ack.scan_id, ack.reason)
+        self.uploaded += len(items)
+
+
+def _item(entry: LogEntry) -> ScanItem:
+    return ScanItem(
+        entry.scan_id, entry.ticket, "accepted" if entry.result == "accepted" else "rejected",
+        Reason(entry.reason), entry.direction, entry.gate, Mode(entry.mode or Mode.SINGLE),
+        entry.date, entry.scanned_at, entry.logged_at, entry.offline,
+    )

@@ -1,0 +1,187 @@
+"""The edge's HTTP client for the core's sync endpoints (aiohttp).
+
+Errors (one root, flat family; ``RETRYABLE`` says what the caller retries)::
+
+    SyncError
+    ├── CoreUnavailable   connection refused/reset, timeout, 5xx      (retry with backoff)
+    ├── CoreRefused       4xx: bad token, unknown venue, bad request  (do not retry as is)
+    └── FeedForged        a change batch whose signature does not verify (retry; alert)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final, TypeVar
+
+import aiohttp
+import msgspec
+
+from sync.wire import (
+    ChangeBatch,
+    QuickCancelAnswer,
+    QuickCancelRequest,
+    ScanUpload,
+    UploadResult,
+)
+
+REQUEST_TIMEOUT_S: Final = 10.0
+SNAPSHOT_TIMEOUT_S: Final = 600.0
+SIGNATURE_HEADER: Final = "X-Gatekeeper-Signature"
+MAX_FEED_BYTES: Final = 64 * 1024 * 1024
+
+T = TypeVar("T")
+
+
+class SyncError(Exception):
+    """Root of the sync client's errors."""
+
+
+class CoreUnavailable(SyncError):
+    pass
+
+
+class CoreRefused(SyncError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"core refused ({status}): {message}")
+        self.status = status
+
+
+class FeedForged(SyncError):
+    pass
+
+
+RETRYABLE: Final = (CoreUnavailable, FeedForged)
+
+FeedVerifier = Callable[[bytes, str | None], bool]
+"""Checks a change batch's body against its signature header (public keys only)."""
+
+_batch_decoder: Final = msgspec.msgpack.Decoder(ChangeBatch)
+_upload_result_decoder: Final = msgspec.msgpack.Decoder(UploadResult)
+_quick_decoder: Final = msgspec.msgpack.Decoder(QuickCancelAnswer)
+_encoder: Final = msgspec.msgpack.Encoder()
+MSGPACK: Final = "application/msgpack"
+
+
+class CoreClient:
+    """Talks to one venue's sync endpoints of the core with a venue-scoped token."""
+
+    def __init__(self, base_url: str, token: str, venue: str) -> None:
+        self.base = base_url.rstrip("/")
+        self.venue = venue
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": MSGPACK}
+        self._session: aiohttp.ClientSession | None = None
+
+    def _url(self, tail: str) -> str:
+        from urllib.parse import quote
+
+        return f"{self.base}/api/v1/venues/{quote(self.venue, safe='')}/{tail}"
+
+    async def __aenter__(self) -> CoreClient:
+        self._session = aiohttp.ClientSession(
+            headers=self._headers,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("CoreClient used outside 'async with'")
+        return self._session
+
+    async def _request(
+        self, method: str, url: str, *, budget_s: float, data: bytes | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[bytes, str | None]:
+        headers = {"Content-Type": MSGPACK} if data is not None else None
+        try:
+            async with self.session.request(
+                method, url, data=data, params=params, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=budget_s),
+            ) as resp:
+                body = await resp.content.read(MAX_FEED_BYTES + 1)
+                if len(body) > MAX_FEED_BYTES:
+                    raise CoreUnavailable("answer too large")
+                if resp.status >= 500:
+                    raise CoreUnavailable(f"core answered {resp.status}")
+                if resp.status >= 400:
+                    raise CoreRefused(resp.status, body[:300].decode("utf-8", "replace"))
+                return body, resp.headers.get(SIGNATURE_HEADER)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise CoreUnavailable(f"{type(exc).__name__}: {exc}") from None
+
+    async def changes(self, after: int, wait: float, verify: FeedVerifier) -> ChangeBatch:
+        """Changes after *after*, waiting up to *wait* seconds for the first one."""
+        body, signature = await self._request(
+            "GET", self._url("changes"), budget_s=wait + REQUEST_TIMEOUT_S,
+            params={"after": str(after), "wait": f"{wait:.3f}"},
+        )
+        if not verify(body, signature):
+            raise FeedForged("change batch signature does not verify")
+        try:
+            return _batch_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise CoreUnavailable(f"undecodable change batch: {exc}") from None
+
+    async def upload(self, upload: ScanUpload) -> UploadResult:
+        body, _ = await self._request(
+            "POST", self._url("scans"), budget_s=REQUEST_TIMEOUT_S, data=_encoder.encode(upload)
+        )
+        return _decode(_upload_result_decoder, body)
+
+    async def quick_cancel(self, request: QuickCancelRequest) -> QuickCancelAnswer:
+        body, _ = await self._request(
+            "POST", self._url("quick-cancel"), budget_s=REQUEST_TIMEOUT_S,
+            data=_encoder.encode(request),
+        )
+        return _decode(_quick_decoder, body)
+
+    async def download_snapshot(self, dest: Path) -> int:
+        """Stream the venue snapshot into *dest* (written then renamed); returns bytes."""
+        part = dest.with_suffix(dest.suffix + ".part")
+        size = 0
+        try:
+            async with self.session.get(
+                self._url("snapshot"), timeout=aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S)
+            ) as resp:
+                if resp.status >= 400:
+                    text = (await resp.content.read(300)).decode("utf-8", "replace")
+                    if resp.status >= 500:
+                        raise CoreUnavailable(f"core answered {resp.status}")
+                    raise CoreRefused(resp.status, text)
+                with part.open("wb") as fh:
+                    async for chunk in resp.content.iter_chunked(1 << 20):
+                        fh.write(chunk)
+                        size += len(chunk)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            part.unlink(missing_ok=True)
+            raise CoreUnavailable(f"{type(exc).__name__}: {exc}") from None
+        part.replace(dest)
+        return size
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[T], body: bytes) -> T:
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise CoreUnavailable(f"undecodable answer: {exc}") from None
+
+
+async def sleep_or(event: asyncio.Event, delay: float) -> bool:
+    """Sleep *delay* seconds, or less if *event* is set; True when woken by it."""
+    try:
+        async with asyncio.timeout(delay):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
