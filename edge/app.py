@@ -22,7 +22,6 @@ from edge.api import (
     STARTED,
     TOKEN,
     add_routes,
-    errors_middleware,
 )
 from edge.follower import Follower
 from edge.index import Index
@@ -62,8 +61,8 @@ def node_id_for(index: Index, wanted: str | None) -> str:
 
 
 def build_app(config: EdgeConfig) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[errors_middleware])
-    app[TOKEN] = config.admin_token.encode()
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[TOKEN] = f"Bearer {config.admin_token}".encode()
     app[STARTED] = time.time()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

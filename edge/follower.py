@@ -30,7 +30,7 @@ from typing import Any, Final
 import msgspec
 
 from edge.decision import limits_of
-from edge.importer import import_snapshot
+from edge.importer import ImportReport, import_into
 from edge.index import U64, encoder, record_decoder, state_decoder, u64
 from edge.scan import ScanService
 from edge.scanlog import GroupCommitter, LogEntry, log_decoder
@@ -151,15 +151,22 @@ class Follower:
         """Download the venue snapshot and import it (empty index, or a resync)."""
         dest = data / "bootstrap.gksnap"
         size = await self.client.download_snapshot(dest)
-        # The import is one write transaction on the loop thread: scans wait for it, as
-        # they must, since the index is being replaced. Commits are on this thread too.
-        self.committer.flush()
-        with dest.open("rb") as fh:
-            report = import_snapshot(self.index, fh)
+        # The import is one write transaction of the single writer: scans queue
+        # behind it, as they must, since the index is being replaced.
+        reports: list[ImportReport] = []
+
+        def op(txn: Any, _committer: GroupCommitter) -> None:
+            reports.clear()
+            with dest.open("rb") as fh:
+                reports.append(import_into(txn, self.index, fh))
+
+        started = time.monotonic()
+        await self.committer.submit(op)
+        report = reports[0]
         dest.unlink(missing_ok=True)
         self.service.reload()
         log.info("bootstrapped %d records (%d bytes) at cursor %d in %.2f s",
-                 report.records, size, report.cursor, report.seconds)
+                 report.records, size, report.cursor, time.monotonic() - started)
 
     def needs_bootstrap(self) -> bool:
         return self.service.cursor() == 0 and self.index.counts()["records"] == 0

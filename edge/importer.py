@@ -46,40 +46,45 @@ def import_snapshot(index: Index, source: IO[bytes]) -> ImportReport:
 
 
 def _import_once(index: Index, source: IO[bytes]) -> ImportReport:
+    with index.env.begin(write=True) as txn:
+        return import_into(txn, index, source)
+
+
+def import_into(txn: Any, index: Index, source: IO[bytes]) -> ImportReport:
+    """Replace records and catalogue inside the caller's write transaction."""
     reader = SnapshotReader(source)
     encode = encoder.encode
-    with index.env.begin(write=True) as txn:
-        for name in REPLACED_DBS:
-            txn.drop(index.db[name], delete=False)
-        records_cur = txn.cursor(index.records)
-        media_cur = txn.cursor(index.media)
-        pack = U64.pack
-        # Code digests are random: inserting them as they come costs a B-tree descent
-        # each. Collected (24 bytes each), sorted once and appended, they cost a third.
-        codes: list[bytes] = []
-        last_id = -1
-        for batch in reader.batches():
-            rec_items = [(pack(r.id), encode(r)) for r in batch]
-            codes.extend([r.code_digest + k for r, (k, _) in zip(batch, rec_items, strict=True)])
-            ascending = bool(batch) and batch[0].id > last_id and all(
-                rec_items[i][0] < rec_items[i + 1][0] for i in range(len(rec_items) - 1)
-            )
-            records_cur.putmulti(rec_items, append=ascending)
-            if batch:
-                last_id = batch[-1].id
-            media_items = [
-                (code_digest(uid), pack(r.id)) for r in batch if r.media for uid in r.media
-            ]
-            if media_items:
-                media_cur.putmulti(media_items)
-        codes.sort()
-        txn.cursor(index.codes).putmulti(
-            ((c[:DIGEST_BYTES], c[DIGEST_BYTES:]) for c in codes), append=True
+    for name in REPLACED_DBS:
+        txn.drop(index.db[name], delete=False)
+    records_cur = txn.cursor(index.records)
+    media_cur = txn.cursor(index.media)
+    pack = U64.pack
+    # Code digests are random: inserting them as they come costs a B-tree descent
+    # each. Collected (24 bytes each), sorted once and appended, they cost a third.
+    codes: list[bytes] = []
+    last_id = -1
+    for batch in reader.batches():
+        rec_items = [(pack(r.id), encode(r)) for r in batch]
+        codes.extend([r.code_digest + k for r, (k, _) in zip(batch, rec_items, strict=True)])
+        ascending = bool(batch) and batch[0].id > last_id and all(
+            rec_items[i][0] < rec_items[i + 1][0] for i in range(len(rec_items) - 1)
         )
-        del codes
-        txn.put(b"catalog", encode(reader.catalog), db=index.meta)
-        txn.put(b"cursor", encode(reader.header.cursor), db=index.meta)
-        txn.put(b"venue", encode(reader.header.venue), db=index.meta)
+        records_cur.putmulti(rec_items, append=ascending)
+        if batch:
+            last_id = batch[-1].id
+        media_items = [
+            (code_digest(uid), pack(r.id)) for r in batch if r.media for uid in r.media
+        ]
+        if media_items:
+            media_cur.putmulti(media_items)
+    codes.sort()
+    txn.cursor(index.codes).putmulti(
+        ((c[:DIGEST_BYTES], c[DIGEST_BYTES:]) for c in codes), append=True
+    )
+    del codes
+    txn.put(b"catalog", encode(reader.catalog), db=index.meta)
+    txn.put(b"cursor", encode(reader.header.cursor), db=index.meta)
+    txn.put(b"venue", encode(reader.header.venue), db=index.meta)
     return ImportReport(reader.count, 0.0, reader.header.cursor, reader.header.venue)
 
 

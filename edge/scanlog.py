@@ -14,7 +14,10 @@ loop thread), and the same batch is retried.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -28,8 +31,9 @@ from sync.rules import Reason
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH: Final = 1024
-"""Most operations committed in one transaction."""
+MAX_BATCH: Final = 4096
+"""Most operations merged into one transaction by the writer thread."""
+STOP_TIMEOUT_S: Final = 10.0
 
 
 class LogEntry(msgspec.Struct, frozen=True, array_like=True):
@@ -86,11 +90,12 @@ class CommitFailed(Exception):
 class GroupCommitter:
     """The single writer; ``submit`` returns a future resolved after the commit.
 
-    Operations submitted while the loop handles one batch of ready events (all the
-    requests that arrived together) are written in one transaction, committed and
-    fsynced by one callback scheduled with ``call_soon``. The commit runs on the loop
-    thread: an fsync costs about 0.3 ms here, far less than handing every batch to a
-    writer thread and back, which under load waits for the GIL twice per batch.
+    Two levels of grouping. On the loop, everything submitted while it handles one
+    round of ready events (all the requests that arrived together) becomes one batch,
+    handed to the writer thread by one callback scheduled with ``call_soon``. The
+    writer thread merges every batch waiting for it into ONE transaction, commits and
+    fsyncs (the GIL is released meanwhile, so the loop goes on deciding the next
+    scans), then resolves the futures on the loop in one callback.
     """
 
     def __init__(self, index: Index, loop: asyncio.AbstractEventLoop) -> None:
@@ -98,7 +103,13 @@ class GroupCommitter:
         self._loop = loop
         self._batch: list[tuple[WriteFn, asyncio.Future[None]]] = []
         self._scheduled = False
-        self._closed = False
+        self._closed = True
+        self._queue: queue.SimpleQueue[list[tuple[WriteFn, asyncio.Future[None]]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._grown = threading.Event()
         self.next_seq = index.last_key(index.scanlog) + 1
         self.commits = 0
         self.committed_ops = 0
@@ -108,53 +119,110 @@ class GroupCommitter:
 
     def start(self) -> None:
         self._closed = False
+        self._stopped = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="edge-writer", daemon=True)
+        self._thread.start()
 
     def submit(self, op: WriteFn) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = self._loop.create_future()
         if self._closed:
-            fut.set_exception(CommitFailed("the node is shutting down"))
+            fut.set_exception(CommitFailed("the node is not accepting writes"))
             return fut
         self._batch.append((op, fut))
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self.flush)
+            self._loop.call_soon(self._hand_over)
         return fut
 
-    async def stop(self) -> None:
-        """Commit what is queued; refuse what comes after."""
-        self.flush()
-        self._closed = True
-
-    def flush(self) -> None:
+    def _hand_over(self) -> None:
         self._scheduled = False
-        while self._batch:
-            batch = self._batch[:MAX_BATCH]
-            del self._batch[:MAX_BATCH]
-            self._commit(batch)
+        if self._batch:
+            self._queue.put(self._batch)
+            self._batch = []
 
-    def _commit(self, batch: list[tuple[WriteFn, asyncio.Future[None]]]) -> None:
-        error: BaseException | None = None
+    async def stop(self) -> None:
+        """Commit what is queued, refuse what comes after, and stop the thread."""
+        if self._closed or self._thread is None or self._stopped is None:
+            return
+        self._hand_over()
+        self._closed = True
+        self._queue.put(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._stopped), STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.error("writer did not stop within %.0f s", STOP_TIMEOUT_S)
+        else:
+            self._thread.join()
+        self._thread = None
+
+    # -- writer thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop_batches()
+        finally:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_set_done, self._stopped)
+
+    def _loop_batches(self) -> None:
+        q = self._queue
+        stopping = False
+        while not stopping:
+            first = q.get()
+            if first is None:
+                break
+            merged = first
+            while len(merged) < MAX_BATCH:
+                try:
+                    more = q.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                merged.extend(more)
+            error = self._commit(merged)
+            with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
+                self._loop.call_soon_threadsafe(self._done, merged, error)
+
+    def _commit(self, batch: list[tuple[WriteFn, asyncio.Future[None]]]) -> BaseException | None:
         for _attempt in range(8):
             seq_before = self.next_seq
             try:
                 with self._index.env.begin(write=True) as txn:
                     for op, _fut in batch:
                         op(txn, self)
-                error = None
-                break
             except lmdb.MapFullError:
                 self.next_seq = seq_before
-                self._index.grow()
+                self._grow_from_loop()
             except Exception as exc:  # an I/O failure or a bug: fail the batch, keep going
                 self.next_seq = seq_before
                 log.exception("commit of %d operations failed", len(batch))
-                error = exc
-                break
-        else:
-            error = CommitFailed("map could not grow enough")
-        self.commits += 1
-        self.committed_ops += len(batch)
-        self.last_commit_at = time.time()
+                return exc
+            else:
+                self.commits += 1
+                self.committed_ops += len(batch)
+                self.last_commit_at = time.time()
+                return None
+        return CommitFailed("the map could not grow enough")
+
+    def _grow_from_loop(self) -> None:
+        """LMDB resizes only while this process holds no transaction: the loop's read
+        transactions never span a callback, so the loop thread does it between two."""
+        self._grown.clear()
+
+        def grow() -> None:
+            try:
+                self._index.grow()
+            finally:
+                self._grown.set()
+
+        self._loop.call_soon_threadsafe(grow)
+        self._grown.wait(STOP_TIMEOUT_S)
+
+    def _done(
+        self, batch: list[tuple[WriteFn, asyncio.Future[None]]], error: BaseException | None
+    ) -> None:
         _resolve(batch, error)
         if error is None:
             for hook in self.after_commit:
@@ -166,6 +234,11 @@ class GroupCommitter:
         txn.put(u64(seq), log_encoder.encode(entry), db=self._index.scanlog, append=True)
         self.next_seq = seq + 1
         return seq
+
+
+def _set_done(fut: asyncio.Future[None] | None) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(None)
 
 
 def _resolve(
