@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--core", default=f"http://{DEFAULT_HOST}:{DEFAULT_PORT}")
     demo.add_argument("--token", default=None, help=f"admin token (or env {ADMIN_TOKEN_ENV})")
     demo.add_argument("--venue", default="Demo Hall")
+    demo.add_argument("--tonight", action="store_true",
+                      help="first date tonight with doors open now (gates admit at once)")
 
     bench = sub.add_parser("bench-snapshot", help="time a large venue snapshot")
     bench.add_argument("--data", required=True, type=Path)
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         token = args.token or os.environ.get(ADMIN_TOKEN_ENV, "")
         if not token:
             parser.error(f"--token or {ADMIN_TOKEN_ENV} is required")
-        print(json.dumps(asyncio.run(run_demo(args.core, token, args.venue)), indent=2))
+        print(json.dumps(asyncio.run(run_demo(args.core, token, args.venue, tonight=args.tonight)), indent=2))
         return 0
     from core.benchsnap import run_bench
 

@@ -8,13 +8,22 @@ from typing import Any
 import aiohttp
 
 
-async def run_demo(core_url: str, token: str, venue: str) -> dict[str, Any]:
-    """Create an event with two dates, sell by card and invoice, print stock, sell a pass."""
+async def run_demo(
+    core_url: str, token: str, venue: str, *, tonight: bool = False
+) -> dict[str, Any]:
+    """Create an event with two dates, sell by card and invoice, print stock, sell a pass.
+
+    *tonight*: the first date starts in an hour and its doors are open now.
+    """
     headers = {"Authorization": f"Bearer {token}"}
     base = core_url.rstrip("/")
-    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(
-        hour=18, minute=0, second=0, microsecond=0
-    )
+    if tonight:
+        first_start = (datetime.now(UTC) + timedelta(hours=1)).replace(second=0, microsecond=0)
+    else:
+        first_start = (datetime.now(UTC) + timedelta(days=1)).replace(
+            hour=18, minute=0, second=0, microsecond=0
+        )
+    doors_before = timedelta(hours=2 if tonight else 1)
 
     async with aiohttp.ClientSession(headers=headers) as session:
 
@@ -27,9 +36,9 @@ async def run_demo(core_url: str, token: str, venue: str) -> dict[str, Any]:
 
         dates = [
             {
-                "start": (tomorrow + timedelta(days=d)).isoformat(),
-                "end": (tomorrow + timedelta(days=d, hours=3)).isoformat(),
-                "doors_open": (tomorrow + timedelta(days=d, hours=-1)).isoformat(),
+                "start": (first_start + timedelta(days=d)).isoformat(),
+                "end": (first_start + timedelta(days=d, hours=3)).isoformat(),
+                "doors_open": (first_start + timedelta(days=d) - doors_before).isoformat(),
             }
             for d in (0, 1)
         ]
