@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         token = args.token or os.environ.get(ADMIN_TOKEN_ENV, "")
         if not token:
             parser.error(f"--token or {ADMIN_TOKEN_ENV} is required")
-        print(json.dumps(asyncio.run(run_demo(args.core, token, args.venue, tonight=args.tonight)), indent=2))
+        demo_run = run_demo(args.core, token, args.venue, tonight=args.tonight)
+        print(json.dumps(asyncio.run(demo_run), indent=2))
         return 0
     from core.benchsnap import run_bench
 
