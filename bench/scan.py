@@ -753,9 +753,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(args: argparse.Namespace) -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
+    # SIGTERM unwinds like Ctrl-C, so the servers started here are stopped too.
+    signal.signal(signal.SIGTERM, _interrupt)
     figures = run(args)
     if figures.get("scans_per_s"):
         print(
