@@ -61,6 +61,11 @@ async def _serve(config: EdgeConfig) -> None:
     await runner.cleanup()
 
 
+def serve_blocking(config: EdgeConfig) -> None:
+    """Run a node until SIGINT/SIGTERM, on uvloop."""
+    _run(_serve(config))
+
+
 def _run(coro_factory: object) -> None:
     try:
         import uvloop
@@ -90,12 +95,23 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--gates", type=Path,
                        help='JSON file of gate profiles to set at start: {"main": {"mode": ...}}')
     serve.add_argument("--log-level", default="INFO")
+    demo = sub.add_parser("demo", help="start the bundled core with a demo venue and a node")
+    demo.add_argument("--data", type=Path, default=Path("demo-data"))
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8800)
+    demo.add_argument("--core-port", type=int, default=8700)
+    demo.add_argument("--admin-token", default="demo",
+                      help="token for both the core and the node (demo only)")
     imp = sub.add_parser("import", help="build the index from a snapshot file, offline")
     imp.add_argument("--data", type=Path, required=True)
     imp.add_argument("snapshot", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "demo":
+        from edge.demo import run_demo
+
+        return run_demo(args.data, args.host, args.port, args.core_port, args.admin_token)
     if args.command == "import":
         try:
             report = import_file(args.data, args.snapshot)
