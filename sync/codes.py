@@ -26,6 +26,20 @@ only the core calls it.
 Plain barcodes (third-party resellers) and media ids (RFID card UIDs) are not signed:
 they authenticate only by being in the index, which stores ``code_digest`` of every
 code it knows.
+
+Signed responses (the feed, and what else the core tells a node): the core signs
+``domain + body`` (the exact response bytes) with its issuing keys and sends::
+
+    X-Gatekeeper-Signature: <key_id>:<base64 signature>[, <key_id>:<base64 signature>...]
+
+The first signature is by the active key; the others by the newest keys that are not
+revoked (at most ``MAX_FEED_SIGNATURES`` in all), so a node that has not yet seen a key
+rotation still verifies the batch that announces the new key. ``verify_feed`` is true
+when any listed signature checks out under a known, unrevoked key. The domains keep a
+signed body from being replayed as another kind of answer, and keep all of them apart
+from ticket codes (``b"GK1" + payload``): ``FEED_DOMAIN`` for the change feed and the
+catalogue, ``SNAPSHOT_DOMAIN`` for a snapshot's digest, ``ACK_DOMAIN`` for scan-upload
+and quick-cancel answers.
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ import base64
 import binascii
 import hashlib
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Final
@@ -57,6 +72,16 @@ BODY_V1_CHARS: Final = (RAW_V1_BYTES * 8 + 4) // 5
 CODE_V1_CHARS: Final = len(ENVELOPE_V1) + BODY_V1_CHARS
 MAX_CODE_CHARS: Final = 200
 """Longest code text accepted anywhere (signed, plain or media id)."""
+
+FEED_DOMAIN: Final = b"GKFEED1"
+SNAPSHOT_DOMAIN: Final = b"GKSNAP1"
+ACK_DOMAIN: Final = b"GKACK1"
+SIGNATURE_HEADER: Final = "X-Gatekeeper-Signature"
+MAX_FEED_SIGNATURES: Final = 4
+"""Most signatures one signature header carries (and a verifier looks at)."""
+MAX_SIGNATURE_HEADER_CHARS: Final = 1024
+_B64_SIGNATURE_CHARS: Final = 88
+_MAX_KEY_ID_DIGITS: Final = 5
 
 _B32_ALPHABET: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 _PAD: Final = "=" * ((8 - BODY_V1_CHARS % 8) % 8)
@@ -195,3 +220,56 @@ def code_digest(text: str) -> bytes:
 def normalize(text: str) -> str:
     """What scanners add around a code: surrounding whitespace, and line endings."""
     return text.strip()
+
+
+def sign_feed(
+    body: bytes, key_id: int, private_key: Ed25519PrivateKey, *, domain: bytes = FEED_DOMAIN
+) -> str:
+    """One ``<key_id>:<base64 signature>`` of ``domain + body``. Only the core signs."""
+    signature = private_key.sign(domain + body)
+    return f"{key_id}:{base64.b64encode(signature).decode('ascii')}"
+
+
+def sign_feed_all(
+    body: bytes,
+    keys: Iterable[tuple[int, Ed25519PrivateKey]],
+    *,
+    domain: bytes = FEED_DOMAIN,
+) -> str:
+    """The header value: one signature per key (active first), comma-separated."""
+    return ", ".join(sign_feed(body, kid, key, domain=domain) for kid, key in keys)
+
+
+def verify_feed(
+    body: bytes, header_value: str, keyring: KeyRing, *, domain: bytes = FEED_DOMAIN
+) -> bool:
+    """True when a signature in *header_value* covers ``domain + body`` under a known,
+    unrevoked key of *keyring*. Never raises; anything malformed is simply not verified."""
+    if not header_value or len(header_value) > MAX_SIGNATURE_HEADER_CHARS:
+        return False
+    message = domain + body
+    for part in header_value.split(",")[:MAX_FEED_SIGNATURES]:
+        key_text, sep, sig_text = part.strip().partition(":")
+        if (
+            not sep
+            or not key_text.isascii()
+            or not key_text.isdigit()
+            or len(key_text) > _MAX_KEY_ID_DIGITS
+            or len(sig_text) != _B64_SIGNATURE_CHARS
+        ):
+            continue
+        key = keyring.usable(int(key_text))
+        if key is None:
+            continue
+        try:
+            signature = base64.b64decode(sig_text, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if len(signature) != SIGNATURE_BYTES:
+            continue
+        try:
+            key.verify(signature, message)
+        except InvalidSignature:
+            continue
+        return True
+    return False
