@@ -1,7 +1,7 @@
 """Replay one ticket's scans from every node through ``sync.rules.step``.
 
 Each node decided alone, from what it knew. Put together, the admissions it accepted
-are replayed in ``scanned_at`` order (then ``logged_at``, node and ``scan_id``, so the
+are replayed in ``scanned_at`` order (then ``logged_at``, ``scan_id`` and gate, so the
 order is total and every replay gives the same answer):
 
 - a refused scan changed nothing at its node and is skipped;
@@ -17,7 +17,7 @@ zone, window) was the deciding node's to judge at that moment. Pure: no I/O, no 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sync.rules import EMPTY_STATE, Limits, Reason, ScanState, resolve_direction, step
 from sync.wire import ScanItem
@@ -37,6 +37,8 @@ class Reconciled:
     """Accepted scans the replay accepts too (entries and exits), in replay order."""
     conflicts: list[Conflict]
     state: ScanState
+    replayed: dict[str, Reason] = field(default_factory=dict)
+    """The replay's reason for every accepted scan, by ``scan_id``."""
 
     @property
     def entry_count(self) -> int:
@@ -56,6 +58,7 @@ def reconcile(
     state = EMPTY_STATE
     entries: list[ScanItem] = []
     conflicts: list[Conflict] = []
+    replayed: dict[str, Reason] = {}
     for scan in sorted(scans, key=replay_order):
         if scan.result != "accepted":
             continue
@@ -64,9 +67,10 @@ def reconcile(
         reason, _direction, new_state = step(
             state, scan.mode, direction, scan.date, event, day, limits, scan.scanned_at
         )
+        replayed[scan.scan_id] = reason
         if reason in (Reason.OK, Reason.EXIT_OK):
             state = new_state
             entries.append(scan)
         else:
             conflicts.append(Conflict(scan, reason))
-    return Reconciled(entries, conflicts, state)
+    return Reconciled(entries, conflicts, state, replayed)
