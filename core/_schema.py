@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""2: ``changes.scan_id`` (a scan announced as ``ScanAdmitted``)."""
 
 STATEMENTS: Final = (
     """CREATE TABLE IF NOT EXISTS meta (
@@ -71,9 +72,12 @@ STATEMENTS: Final = (
     """CREATE TABLE IF NOT EXISTS keys (
         id INTEGER PRIMARY KEY, private BLOB NOT NULL, public BLOB NOT NULL,
         active INTEGER NOT NULL, created_at REAL NOT NULL, revoked_at REAL)""",
+    # kind: record (ref = ticket id), catalog (ref = 0) or scan (ref = ticket id,
+    # scan_id = the scan in ``scans``, same venue).
     """CREATE TABLE IF NOT EXISTS changes (
         venue_id INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-        ref INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (venue_id, seq))""",
+        ref INTEGER NOT NULL, at REAL NOT NULL, scan_id TEXT,
+        PRIMARY KEY (venue_id, seq))""",
     """CREATE TABLE IF NOT EXISTS node_tokens (
         digest BLOB PRIMARY KEY, venue_id INTEGER NOT NULL, name TEXT NOT NULL,
         created_at REAL NOT NULL)""",
@@ -102,3 +106,9 @@ STATEMENTS: Final = (
         result TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL,
         PRIMARY KEY (venue_id, scan_id))""",
 )
+
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    2: ("ALTER TABLE changes ADD COLUMN scan_id TEXT",),
+}
+"""Statements that bring a database of version ``n - 1`` to version ``n``. A new
+database gets the current ``STATEMENTS`` and skips them."""

@@ -19,6 +19,7 @@ from core.api._http import (
     CONFIG,
     MAX_CONCURRENT_SNAPSHOTS,
     NOTIFIER,
+    SNAPSHOT_DIGESTS,
     SNAPSHOT_SLOTS,
     STORE,
     error_middleware,
@@ -26,6 +27,7 @@ from core.api._http import (
 from core.config import MAX_BODY_BYTES, CoreConfig
 from core.errors import CoreError
 from core.feed import Notifier
+from core.snapshot import SnapshotDigests
 from core.store import Store
 
 _LOGGER = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ def make_app(config: CoreConfig) -> web.Application:
     app[NOTIFIER] = notifier
     app[STORE] = Store(Path(config.data), on_write=notifier.notify)
     app[SNAPSHOT_SLOTS] = asyncio.Semaphore(MAX_CONCURRENT_SNAPSHOTS)
+    app[SNAPSHOT_DIGESTS] = SnapshotDigests()
     app.router.add_routes(ROUTES)
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_deadline_job)

@@ -1,10 +1,12 @@
 """The change feed: a monotonic sequence per venue, and what each step changed.
 
-A write that matters at a gate calls ``record_changed`` (a ticket or pass row) or
-``catalog_changed`` (events, dates, zones, pass products, keys) inside its own
-transaction, so the sequence number and the change commit together or not at all.
-The feed stores only *which* record or catalog changed; ``load_changes`` reads their
-current state, so an edge always converges on the latest one.
+A write that matters at a gate calls ``record_changed`` (a ticket or pass row),
+``catalog_changed`` (events, dates, zones, pass products, keys) or ``scan_admitted`` (a
+node's accepted scan, for the venue's other nodes) inside its own transaction, so the
+sequence number and the change commit together or not at all. The feed stores only
+*which* record, catalogue or scan changed; ``load_changes`` reads their current state,
+so an edge always converges on the latest one. Record and catalogue changes collapse to
+the last one per record in a batch; every scan is its own change.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from core.errors import NotFound
 from sync.codes import Kind
+from sync.rules import Direction, Mode, Reason
 from sync.snapshot import (
     Catalog,
     Channel,
@@ -27,10 +30,20 @@ from sync.snapshot import (
     Status,
     Zone,
 )
-from sync.wire import CatalogChanged, Change, ChangeBatch, RecordChanged, Resync
+from sync.wire import (
+    CatalogChanged,
+    Change,
+    ChangeBatch,
+    RecordChanged,
+    Resync,
+    ScanAdmitted,
+    ScanItem,
+)
 
 if TYPE_CHECKING:
     from core.store import Tx
+
+_T = TypeVar("_T")
 
 MAX_CHANGES_PER_BATCH: Final = 2000
 _IN_CHUNK: Final = 500
@@ -88,6 +101,11 @@ def ensure_venue(tx: Tx, name: str, timezone: str = "UTC") -> int:
 
 def record_changed(tx: Tx, venue: int, ticket_id: int) -> int:
     return _append(tx, venue, "record", ticket_id)
+
+
+def scan_admitted(tx: Tx, venue: int, ticket_id: int, scan_id: str) -> int:
+    """Announce a stored, accepted scan of *ticket_id* to the venue's nodes."""
+    return _append(tx, venue, "scan", ticket_id, scan_id)
 
 
 def catalog_changed(tx: Tx, venue: int) -> int:
@@ -170,43 +188,106 @@ def records(tx: Tx, ids: Sequence[int]) -> dict[int, Record]:
 
 
 def load_changes(tx: Tx, venue: int, after: int, limit: int = MAX_CHANGES_PER_BATCH) -> ChangeBatch:
-    """Changes after *after*, with each record and the catalogue in their current state."""
+    """Changes after *after* in sequence order: each record and the catalogue in their
+    current state, and each admitted scan as uploaded."""
     head = cursor(tx, venue)
     if after > head:
-        return ChangeBatch(head, [Resync(head, "cursor ahead of the core; take a snapshot")])
+        return ChangeBatch(
+            head, [Resync(head, "cursor ahead of the core; take a snapshot")], head=head
+        )
     rows = tx.all(
-        "SELECT seq, kind, ref FROM changes WHERE venue_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        "SELECT seq, kind, ref, scan_id FROM changes WHERE venue_id = ? AND seq > ?"
+        " ORDER BY seq LIMIT ?",
         (venue, after, limit),
     )
     if not rows:
-        return ChangeBatch(after)
+        return ChangeBatch(after, head=head)
     last = int(rows[-1]["seq"])
     # Keep only the last change per record (and per catalogue): earlier ones are stale.
+    # Scans are never stale: each one is kept, under its own sequence number.
     latest: dict[tuple[str, int], int] = {}
+    scan_ids: dict[int, str] = {}
     for row in rows:
-        latest[(row["kind"], int(row["ref"]))] = int(row["seq"])
-    ordered = sorted(latest.items(), key=lambda item: item[1])
-    wanted = [ref for (kind, ref), _seq in ordered if kind == "record"]
+        if row["kind"] == "scan":
+            scan_ids[int(row["seq"])] = str(row["scan_id"])
+        else:
+            latest[(row["kind"], int(row["ref"]))] = int(row["seq"])
+    wanted = [ref for (kind, ref) in latest if kind == "record"]
     found = records(tx, wanted)
+    scans = _scans(tx, venue, list(scan_ids.values()))
+    entries: list[tuple[int, str, int]] = [(seq, kind, ref) for (kind, ref), seq in latest.items()]
+    entries.extend((seq, "scan", 0) for seq in scan_ids)
+    entries.sort()
     changes: list[Change] = []
-    for (kind, ref), seq in ordered:
+    venue_catalog: Catalog | None = None
+    for seq, kind, ref in entries:
         if kind == "catalog":
-            changes.append(CatalogChanged(seq, catalog(tx, venue)))
+            if venue_catalog is None:
+                venue_catalog = catalog(tx, venue)
+            changes.append(CatalogChanged(seq, venue_catalog))
+        elif kind == "scan":
+            admitted = scans.get(scan_ids[seq])
+            if admitted is not None:
+                changes.append(ScanAdmitted(seq, admitted[0], admitted[1]))
         elif ref in found:
             changes.append(RecordChanged(seq, found[ref]))
-    return ChangeBatch(last, changes, more=last < head)
+    return ChangeBatch(last, changes, more=last < head, head=head)
 
 
-def _append(tx: Tx, venue: int, kind: str, ref: int) -> int:
+SCAN_COLUMNS: Final = (
+    "scan_id, node, ticket_id, result, reason, direction, gate, mode, date_id,"
+    " scanned_at, logged_at, offline"
+)
+
+
+def scan_of(row: Sequence[Any]) -> ScanItem:
+    """A node's scan from a row of ``SCAN_COLUMNS``."""
+    return ScanItem(
+        scan_id=row[0],
+        ticket=row[2],
+        result=row[3],
+        reason=Reason(row[4]),
+        direction=Direction(row[5]),
+        gate=row[6],
+        mode=Mode(row[7]),
+        date=row[8],
+        scanned_at=row[9],
+        logged_at=row[10],
+        offline=bool(row[11]),
+    )
+
+
+def _scans(tx: Tx, venue: int, scan_ids: Sequence[str]) -> dict[str, tuple[str, ScanItem]]:
+    found: dict[str, tuple[str, ScanItem]] = {}
+    for chunk in _chunks(scan_ids, _IN_CHUNK):
+        marks = ",".join("?" * len(chunk))
+        for row in tx.conn.execute(
+            f"SELECT {SCAN_COLUMNS} FROM scans WHERE venue_id = ? AND scan_id IN ({marks})",
+            (venue, *chunk),
+        ):
+            found[row[0]] = (row[1], scan_of(row))
+    return found
+
+
+def _append(tx: Tx, venue: int, kind: str, ref: int, scan_id: str | None = None) -> int:
     seq = int(tx.scalar("UPDATE venues SET seq = seq + 1 WHERE id = ? RETURNING seq", (venue,)))
     tx.exec(
-        "INSERT INTO changes (venue_id, seq, kind, ref, at) VALUES (?, ?, ?, ?, ?)",
-        (venue, seq, kind, ref, time.time()),
+        "INSERT INTO changes (venue_id, seq, kind, ref, at, scan_id) VALUES (?, ?, ?, ?, ?, ?)",
+        (venue, seq, kind, ref, time.time(), scan_id),
     )
     return seq
 
 
-def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+def changed_at(tx: Tx, venue: int, seq: int) -> float:
+    """When change *seq* of *venue* was made (the venue's creation for 0)."""
+    if seq:
+        at = tx.scalar("SELECT at FROM changes WHERE venue_id = ? AND seq = ?", (venue, seq))
+        if at is not None:
+            return float(at)
+    return float(tx.scalar("SELECT created_at FROM venues WHERE id = ?", (venue,)) or 0.0)
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -216,6 +297,8 @@ class Notifier:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.parked = 0
+        """Long polls waiting for a write right now (for status and tests)."""
 
     def notify(self) -> None:
         self._event.set()
@@ -224,3 +307,15 @@ class Notifier:
     def next_write(self) -> asyncio.Event:
         """An event set by the next write."""
         return self._event
+
+    async def wait(self, woken: asyncio.Event, timeout_s: float) -> bool:
+        """Wait for *woken* (from ``next_write``) at most *timeout_s*; True if it was set."""
+        self.parked += 1
+        try:
+            async with asyncio.timeout(timeout_s):
+                await woken.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self.parked -= 1
+        return True

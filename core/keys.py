@@ -1,10 +1,12 @@
 """Issuing keys: Ed25519 key pairs with small integer ids; the private halves stay here.
 
-One key is active and signs every new code. Rotation adds a new active key; older keys
-keep verifying at the gates. Revocation marks a key so the gates answer ``forged`` for
-its codes; with ``reissue`` the valid tickets and passes it signed get new codes from
-the active key (their holders need the new code). The active key cannot be revoked
-before a rotation. Every key change reaches every venue as a catalog change.
+One key is active and signs every new code, and every answer the edge routes give
+(``sync.codes.sign_feed``: the active key, then the newest unrevoked others). Rotation
+adds a new active key; older keys keep verifying at the gates. Revocation marks a key
+so the gates answer ``forged`` for its codes; with ``reissue`` the valid tickets and
+passes it signed get new codes from the active key (their holders need the new code).
+The active key cannot be revoked before a rotation. Every key change reaches every
+venue as a catalog change.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from core import feed
 from core.errors import Conflict, NotFound
-from sync.codes import Claims, Kind, code_digest, sign
+from sync.codes import (
+    FEED_DOMAIN,
+    MAX_FEED_SIGNATURES,
+    Claims,
+    Kind,
+    code_digest,
+    sign,
+    sign_feed_all,
+)
 
 if TYPE_CHECKING:
     from core.store import Tx
@@ -36,6 +46,35 @@ class Signer:
 
     def code(self, kind: Kind, ident: int, event: int, date: int, zone: int) -> str:
         return sign(Claims(self.key_id, kind, ident, event, date, zone), self._private)
+
+
+class FeedSigner:
+    """Signs response bodies for the edge: the active key first, then the newest keys
+    that are not revoked, so a node that missed a rotation still verifies."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: list[tuple[int, Ed25519PrivateKey]]) -> None:
+        self._keys = keys
+
+    @property
+    def key_ids(self) -> list[int]:
+        return [kid for kid, _key in self._keys]
+
+    def header(self, body: bytes, domain: bytes = FEED_DOMAIN) -> str:
+        """The ``X-Gatekeeper-Signature`` value for *body*."""
+        return sign_feed_all(body, self._keys, domain=domain)
+
+
+def feed_signer(tx: Tx) -> FeedSigner:
+    rows = tx.all(
+        "SELECT id, private FROM keys WHERE revoked_at IS NULL ORDER BY active DESC, id DESC"
+        " LIMIT ?",
+        (MAX_FEED_SIGNATURES,),
+    )
+    return FeedSigner(
+        [(int(r["id"]), Ed25519PrivateKey.from_private_bytes(r["private"])) for r in rows]
+    )
 
 
 def ensure_key(tx: Tx) -> int:

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
-from core._schema import SCHEMA_VERSION, STATEMENTS
+from core._schema import MIGRATIONS, SCHEMA_VERSION, STATEMENTS
 from core.errors import Conflict, StorageError
 
 _LOGGER = logging.getLogger(__name__)
@@ -81,13 +81,20 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
+    """Create the tables, or bring an older database up to ``SCHEMA_VERSION``."""
     with transaction(conn) as tx:
+        # An older database keeps its tables as they were (IF NOT EXISTS) and its
+        # version row; a new one gets the current tables and no row yet.
         for statement in STATEMENTS:
             tx.exec(statement)
-        tx.exec(
-            "INSERT INTO meta (name, value) VALUES ('schema', ?) ON CONFLICT DO NOTHING",
-            (str(SCHEMA_VERSION),),
-        )
+        version = tx.scalar("SELECT value FROM meta WHERE name = 'schema'")
+        if version is None:
+            tx.exec("INSERT INTO meta (name, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            return
+        for step in range(int(version) + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS.get(step, ()):
+                tx.exec(statement)
+        tx.exec("UPDATE meta SET value = ? WHERE name = 'schema'", (str(SCHEMA_VERSION),))
 
 
 @contextlib.contextmanager

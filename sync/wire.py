@@ -23,7 +23,12 @@ Change feed, ``GET /api/v1/venues/{venue}/changes?after=CURSOR&wait=SECONDS``::
   nodes. A node skips the ones it sent itself.
 
 A record may appear more than once between two cursors; only its last state matters.
-Apply changes in order, then store ``cursor``. ``more`` says another batch is ready now.
+Apply changes in order, then store ``cursor``. ``more`` says another batch is ready now;
+``head`` is the venue's latest sequence when the batch was read (``head - cursor`` is how
+far behind the node is).
+
+Every answer of these routes is signed (header ``X-Gatekeeper-Signature``; see
+``sync.codes.verify_feed`` and its domains); the snapshot is checked by its signed digest.
 
 Scan upload, ``POST /api/v1/venues/{venue}/scans``: ``ScanUpload(node, items)``, answered
 with ``UploadResult(acks)``, one ``Ack`` per item in order. ``stored`` and ``duplicate``

@@ -14,8 +14,11 @@ from core import tokens
 from core.config import CoreConfig
 from core.errors import BadRequest, CoreError, Forbidden, NotFound, Unauthorized
 from core.feed import Notifier
+from core.keys import FeedSigner
 from core.models import MAX_ID
+from core.snapshot import SnapshotDigests
 from core.store import Store
+from sync.codes import FEED_DOMAIN, SIGNATURE_HEADER
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -27,6 +30,7 @@ STORE: Final = web.AppKey("store", Store)
 CONFIG: Final = web.AppKey("config", CoreConfig)
 NOTIFIER: Final = web.AppKey("notifier", Notifier)
 SNAPSHOT_SLOTS: Final = web.AppKey("snapshot_slots", asyncio.Semaphore)
+SNAPSHOT_DIGESTS: Final = web.AppKey("snapshot_digests", SnapshotDigests)
 MAX_CONCURRENT_SNAPSHOTS: Final = 4
 
 MSGPACK: Final = "application/msgpack"
@@ -60,6 +64,14 @@ def reply(data: Any, status: int = 200, request: web.Request | None = None) -> w
     return web.Response(
         status=status, body=_json_encoder.encode(data), content_type="application/json"
     )
+
+
+def signed(response: web.Response, signer: FeedSigner, domain: bytes = FEED_DOMAIN) -> web.Response:
+    """Add ``X-Gatekeeper-Signature`` over the exact body bytes (``sync.codes``)."""
+    raw = response.body
+    assert isinstance(raw, bytes), "signed responses carry a bytes body"
+    response.headers[SIGNATURE_HEADER] = signer.header(raw, domain)
+    return response
 
 
 @web.middleware

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 from aiohttp import web
 
-from core import catalog, jobs, keys, orders, passes, renewals, scans, stock, tokens
+from core import catalog, feed, jobs, keys, orders, passes, renewals, scans, stock, tokens
 from core.api._http import CONFIG, STORE, body, error, path_id, reply, require_admin
 from core.errors import BadRequest, NotFound
 from core.models import (
@@ -245,6 +247,24 @@ async def create_token(request: web.Request) -> web.Response:
         raise BadRequest("bad_venue", f"a venue name has 1 to {MAX_VENUE_CHARS} characters")
     token = await request.app[STORE].write(tokens.create, venue, data.name)
     return reply({"venue": venue, "token": token}, 201)
+
+
+@routes.get("/api/v1/venues/{venue}/conflicts")
+async def venue_conflicts(request: web.Request) -> web.Response:
+    """The organizer's list of tickets admitted against their rule across nodes."""
+    require_admin(request)
+    store = request.app[STORE]
+    venue_id = await store.read(feed.venue_id, request.match_info["venue"])
+    admissions = await store.read(scans.venue_scans, venue_id)
+    # The replay is pure and may be long for a big venue: keep it off the DB thread
+    # (writes go on) and off the event loop, on a thread of its own.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="core-replay")
+    try:
+        loop = asyncio.get_running_loop()
+        replayed = await loop.run_in_executor(pool, scans.replay_venue, admissions)
+    finally:
+        pool.shutdown(wait=False)
+    return reply(await store.read(scans.venue_conflicts, admissions, replayed))
 
 
 @routes.get("/api/v1/outbox")

@@ -1,26 +1,49 @@
-"""Routes the edge nodes use (admin token, or a node token of the venue): snapshot,
-change feed (long poll), scan upload and quick cancel. Shapes: ``sync.wire``."""
+"""Routes the edge nodes use (admin token, or a node token of the venue): snapshot and
+its signed digest, change feed (long poll), catalogue, scan upload and quick cancel.
+Shapes: ``sync.wire``.
+
+Every JSON or msgpack answer here carries ``X-Gatekeeper-Signature`` over its exact body
+bytes (``sync.codes.sign_feed``): ``FEED_DOMAIN`` for changes and the catalogue,
+``SNAPSHOT_DOMAIN`` for a snapshot's digest, ``ACK_DOMAIN`` for upload and quick-cancel
+answers. The snapshot stream itself is not signed (it is long and streamed): it is sent
+with ``X-Gatekeeper-Cursor``, and the node checks its SHA-256 against the signed
+``snapshot-digest?cursor=N`` answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
+import hashlib
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 from aiohttp import web
 
-from core import feed, scans, stock
-from core.api._http import NOTIFIER, SNAPSHOT_SLOTS, STORE, body, reply, require_venue
-from core.errors import BadRequest
-from core.snapshot import snapshot_chunks
-from sync.wire import MAX_WAIT_S, QuickCancelRequest, ScanUpload
+from core import feed, keys, scans, stock
+from core.api._http import (
+    NOTIFIER,
+    SNAPSHOT_DIGESTS,
+    SNAPSHOT_SLOTS,
+    STORE,
+    body,
+    reply,
+    require_venue,
+    signed,
+)
+from core.errors import BadRequest, NotFound
+from core.snapshot import SnapshotStream
+from core.store import Tx
+from sync.codes import ACK_DOMAIN, SNAPSHOT_DOMAIN
+from sync.snapshot import Catalog
+from sync.wire import MAX_WAIT_S, ChangeBatch, QuickCancelRequest, ScanUpload
 
 SNAPSHOT_HOP_BYTES: Final = 1024 * 1024
 """Bytes the snapshot thread prepares per hop to the event loop."""
 POLL_FALLBACK_S: Final = 1.0
 """Long polls re-read the feed this often, for writes by other processes (jobs)."""
+CURSOR_HEADER: Final = "X-Gatekeeper-Cursor"
 
 routes = web.RouteTableDef()
 
@@ -33,25 +56,53 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
     path = request.app[STORE].path
     async with request.app[SNAPSHOT_SLOTS]:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="core-snapshot")
-        chunks = snapshot_chunks(path, venue)
+        stream: SnapshotStream | None = None
         try:
-            # The first hop reads the header: an unknown venue fails here, before any byte.
-            piece = await loop.run_in_executor(pool, _pull, chunks)
+            # Opening reads the header: an unknown venue fails here, before any byte.
+            stream = await loop.run_in_executor(pool, SnapshotStream, path, venue)
+            chunks = iter(stream)
+            digest = hashlib.sha256()
             response = web.StreamResponse(
                 headers={
                     "Content-Type": "application/octet-stream",
                     "Content-Disposition": 'attachment; filename="snapshot.gksnap"',
+                    CURSOR_HEADER: str(stream.header.cursor),
                 }
             )
             await response.prepare(request)
-            while piece:
+            while piece := await loop.run_in_executor(pool, _pull, chunks, digest.update):
                 await response.write(piece)
-                piece = await loop.run_in_executor(pool, _pull, chunks)
+            # Known before the last byte leaves, so a node that read it all finds it.
+            request.app[SNAPSHOT_DIGESTS].put(
+                venue, stream.header.cursor, digest.hexdigest(), time.monotonic()
+            )
             await response.write_eof()
             return response
         finally:
-            await loop.run_in_executor(pool, chunks.close)
+            if stream is not None:
+                await loop.run_in_executor(pool, stream.close)
             pool.shutdown(wait=False)
+
+
+@routes.get("/api/v1/venues/{venue}/snapshot-digest")
+async def snapshot_digest(request: web.Request) -> web.Response:
+    """``{cursor, sha256}`` of the snapshot served lately at *cursor*, signed."""
+    venue = request.match_info["venue"]
+    await require_venue(request, venue)
+    cursor = _query_number(request, "cursor")
+    if cursor != int(cursor):
+        raise BadRequest("bad_query", "cursor must be a whole number")
+    store = request.app[STORE]
+    await store.read(feed.venue_id, venue)
+    found = request.app[SNAPSHOT_DIGESTS].get(venue, int(cursor), time.monotonic())
+    if found is None:
+        raise NotFound(
+            "snapshot_digest_unknown",
+            f"no snapshot of {venue!r} at cursor {int(cursor)} was served lately; download again",
+        )
+    signer = await store.read(keys.feed_signer)
+    answer = {"cursor": int(cursor), "sha256": found}
+    return signed(reply(answer, request=request), signer, SNAPSHOT_DOMAIN)
 
 
 @routes.get("/api/v1/venues/{venue}/catalog")
@@ -60,7 +111,8 @@ async def catalog(request: web.Request) -> web.Response:
     await require_venue(request, venue)
     store = request.app[STORE]
     venue_id = await store.read(feed.venue_id, venue)
-    return reply(await store.read(feed.catalog, venue_id), request=request)
+    found, signer = await store.read(_catalog_signed, venue_id)
+    return signed(reply(found, request=request), signer)
 
 
 @routes.get("/api/v1/venues/{venue}/changes")
@@ -79,13 +131,11 @@ async def changes(request: web.Request) -> web.Response:
     while True:
         # Take the wake-up event before reading, so a write in between is not missed.
         woken = notifier.next_write()
-        batch = await store.read(feed.load_changes, venue_id, int(after))
+        batch, signer = await store.read(_changes_signed, venue_id, int(after))
         remaining = deadline - loop.time()
-        if batch.changes or remaining <= 0:
-            return reply(batch, request=request)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(remaining, POLL_FALLBACK_S)):
-                await woken.wait()
+        if batch.changes or batch.cursor != int(after) or remaining <= 0:
+            return signed(reply(batch, request=request), signer)
+        await notifier.wait(woken, min(remaining, POLL_FALLBACK_S))
 
 
 @routes.post("/api/v1/venues/{venue}/scans")
@@ -95,7 +145,9 @@ async def upload_scans(request: web.Request) -> web.Response:
     upload = await body(request, ScanUpload)
     store = request.app[STORE]
     venue_id = await store.read(feed.venue_id, venue)
-    return reply(await store.write(scans.ingest, venue_id, upload), request=request)
+    result = await store.write(scans.ingest, venue_id, upload)
+    signer = await store.read(keys.feed_signer)
+    return signed(reply(result, request=request), signer, ACK_DOMAIN)
 
 
 @routes.post("/api/v1/venues/{venue}/quick-cancel")
@@ -106,10 +158,19 @@ async def quick_cancel(request: web.Request) -> web.Response:
     store = request.app[STORE]
     venue_id = await store.read(feed.venue_id, venue)
     answer = await store.write(stock.quick_cancel, data.code, venue=venue_id, scan_id=data.scan_id)
-    return reply(answer, request=request)
+    signer = await store.read(keys.feed_signer)
+    return signed(reply(answer, request=request), signer, ACK_DOMAIN)
 
 
-def _pull(chunks: Iterator[bytes]) -> bytes:
+def _changes_signed(tx: Tx, venue_id: int, after: int) -> tuple[ChangeBatch, keys.FeedSigner]:
+    return feed.load_changes(tx, venue_id, after), keys.feed_signer(tx)
+
+
+def _catalog_signed(tx: Tx, venue_id: int) -> tuple[Catalog, keys.FeedSigner]:
+    return feed.catalog(tx, venue_id), keys.feed_signer(tx)
+
+
+def _pull(chunks: Iterator[bytes], digest: Callable[[bytes], object]) -> bytes:
     parts: list[bytes] = []
     size = 0
     for chunk in chunks:
@@ -117,7 +178,9 @@ def _pull(chunks: Iterator[bytes]) -> bytes:
         size += len(chunk)
         if size >= SNAPSHOT_HOP_BYTES:
             break
-    return b"".join(parts)
+    piece = b"".join(parts)
+    digest(piece)
+    return piece
 
 
 def _query_number(request: web.Request, name: str) -> float:
