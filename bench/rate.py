@@ -160,7 +160,11 @@ async def run_fixed_rate(
         while issued < due:
             gen.submit(t0 + issued / rate, issued)
             issued += 1
-        await asyncio.sleep(0.001)
+        # libuv timers tick in whole milliseconds: sleep to within a millisecond of
+        # the next send, then poll (the load core has nothing else to do), so a send
+        # is not held back by up to a tick, which would show up as latency.
+        wait = t0 + issued / rate - time.perf_counter()
+        await asyncio.sleep(wait - 0.0015 if wait > 0.002 else 0)
     drain = time.perf_counter() + 10.0
     while (gen.backlog or gen.in_flight()) and time.perf_counter() < drain:
         await asyncio.sleep(0.005)
