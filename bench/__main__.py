@@ -2,7 +2,8 @@
 
 Names: ``dataset`` (snapshot + CODES.jsonl + gates.json), ``decide`` (pure decision
 function), ``scan`` (node vs bare aiohttp baseline under wrk), ``baseline`` (the bare
-server alone, also ``python -m bench.baseline``).
+server alone, also ``python -m bench.baseline``), ``sync`` (a node bootstrapping from a
+real core, and change propagation core -> node).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench import baseline, dataset, decide, scan
+    from bench import baseline, dataset, decide, scan, sync
 
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True)
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         "decide": decide,
         "scan": scan,
         "baseline": baseline,
+        "sync": sync,
     }
     for name, module in commands.items():
         doc = (module.__doc__ or "").strip().splitlines()[0]

@@ -85,7 +85,8 @@ class Follower:
         self.node_id = node_id
         self.down = Link()
         self.up = Link()
-        self.head = 0
+        self.head: int | None = None
+        """The core's latest change for the venue, as last told (None: not yet)."""
         self.caught_up_at: float | None = None
         self.applied_changes = 0
         self.uploaded = 0
@@ -130,14 +131,14 @@ class Follower:
         return {
             "cursor": cursor,
             "head": self.head,
-            "lag_changes": max(0, self.head - cursor) if self.head else None,
+            "lag_changes": max(0, self.head - cursor) if self.head is not None else None,
             "lag_s": (
                 0.0 if self.caught_up_at is not None and self.down.connected
                 else (round(now - self.caught_up_at, 3) if self.caught_up_at else None)
             ),
             "outbox": self.outbox_depth(),
             "upload_cursor": self.upload_cursor(),
-            "connected": self.down.connected and self.up.connected,
+            "connected": self.down.connected and (self.up.connected or not self.up.failures),
             "changes": self.down.as_dict(),
             "scans": self.up.as_dict(),
             "applied_changes": self.applied_changes,
@@ -179,7 +180,10 @@ class Follower:
             try:
                 if self.needs_bootstrap():
                     await self.bootstrap(data)
-                batch = await self.client.changes(self.service.cursor(), LONG_POLL_S, verify)
+                # The first poll does not wait: the node learns the head (and shows
+                # itself connected) at once, then long-polls.
+                wait = LONG_POLL_S if self.down.connected else 0.0
+                batch = await self.client.changes(self.service.cursor(), wait, verify)
                 await self.apply(batch)
             except CoreRefused as exc:
                 self.down.failed(time.time(), str(exc))
@@ -195,7 +199,7 @@ class Follower:
                 backoff.reset()
                 now = time.time()
                 self.down.ok(now)
-                self.head = max(self.head, batch.head, batch.cursor)
+                self.head = max(self.head or 0, batch.head, batch.cursor)
                 if not batch.more:
                     self.caught_up_at = now
 

@@ -1,0 +1,185 @@
+"""Sync: a node bootstrapping N tickets from a real core, then change propagation.
+
+``python -m bench sync --tickets N [--changes K]`` fills a core data directory with one
+venue of N tickets (``core.benchsnap.fill``, reused when present), starts ``python -m
+core serve`` and ``python -m edge serve --core ...`` as processes on 127.0.0.1, and
+times:
+
+- ``bootstrap_s``: edge start until its status shows all N records at the core's head
+  (snapshot download + import + first feed poll);
+- ``propagation_p50_ms`` / ``p99``: for K cancellations made one at a time through the
+  core's API, from the cancel's answer until the node refuses the ticket as
+  ``cancelled``. The node is probed with real scans every 2 ms on a ``multi`` gate
+  (so the probes before the change admit again and change nothing that matters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.report import emit, note, percentile
+
+TOKEN = "bench-admin-token"
+VENUE = "Bench Arena"
+PROBE_INTERVAL_S = 0.002
+PROPAGATION_TIMEOUT_S = 10.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tickets", type=int, default=100_000)
+    parser.add_argument("--changes", type=int, default=100)
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep the core's filled data here (reused across runs)")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _wait(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes],
+                timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{url}: process exited")
+        try:
+            async with session.get(url + "/api/v1/status",
+                                   headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.01)
+    raise SystemExit(f"{url} not ready in {timeout} s")
+
+
+async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from core.benchsnap import fill
+
+    core_data = work / "core"
+    fill_s = fill(core_data, args.tickets)
+    if fill_s:
+        note(f"sync: filled {args.tickets} tickets in {fill_s:.1f} s")
+    node_data = work / "node"
+    shutil.rmtree(node_data, ignore_errors=True)
+    core_port, edge_port = _free_port(), _free_port()
+    core_url, edge_url = f"http://127.0.0.1:{core_port}", f"http://127.0.0.1:{edge_port}"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    procs: list[subprocess.Popen[bytes]] = []
+    log = (work / "sync-bench.log").open("ab")
+    try:
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "core", "serve", "--data", str(core_data), "--port",
+             str(core_port), "--admin-token", TOKEN, "--jobs-interval", "0"],
+            stdout=log, stderr=log))
+        async with aiohttp.ClientSession(headers=headers) as http:
+            await _wait(http, core_url, procs[0])
+
+            async def call(method: str, path: str, body: Any = None) -> Any:
+                async with http.request(method, core_url + path, json=body) as resp:
+                    data = await resp.json(content_type=None)
+                    if resp.status >= 400:
+                        raise SystemExit(f"{path}: {resp.status} {data}")
+                    return data
+
+            node_token = (await call("POST", f"/api/v1/venues/{VENUE}/tokens",
+                                     {"name": "bench"}))["token"]
+            started = time.monotonic()
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "edge", "serve", "--data", str(node_data), "--port",
+                 str(edge_port), "--admin-token", TOKEN, "--core", core_url, "--core-token",
+                 node_token, "--venue", VENUE, "--node-id", "bench-node",
+                 "--log-level", "WARNING"],
+                stdout=log, stderr=log))
+            await _wait(http, edge_url, procs[1], timeout=120)
+            while True:
+                async with http.get(edge_url + "/api/v1/status") as resp:
+                    status = await resp.json()
+                if (status["index"]["records"] >= args.tickets
+                        and status["sync"]["lag_changes"] == 0):
+                    break
+                if time.monotonic() - started > 120:
+                    raise SystemExit("node did not catch up in 120 s")
+                await asyncio.sleep(0.01)
+            bootstrap_s = time.monotonic() - started
+
+            now = datetime.now(UTC)
+            event = await call("POST", "/api/v1/events", {
+                "name": "Propagation", "venue": VENUE,
+                "dates": [{"start": (now + timedelta(hours=1)).isoformat(),
+                           "end": (now + timedelta(hours=4)).isoformat(),
+                           "doors_open": (now - timedelta(hours=1)).isoformat()}],
+                "zones": [{"name": "Floor", "capacity": args.changes}],
+                "rates": [{"name": "Full", "price": "10"}],
+            })
+            order = await call("POST", "/api/v1/orders", {
+                "customer": {"name": "Bench"}, "payment": "card", "channel": "online",
+                "items": [{"date": event["dates"][0]["id"], "zone": event["zones"][0]["id"],
+                           "rate": event["rates"][0]["id"], "quantity": args.changes}]})
+            async with http.put(edge_url + "/api/v1/gates/probe", json={"mode": "multi"}) as r:
+                assert r.status == 200, await r.text()
+            probes = 0
+            delays: list[float] = []
+            for ticket in order["tickets"]:
+                await call("POST", f"/api/v1/orders/{order['number']}/cancel",
+                           {"tickets": [ticket["id"]]})
+                sent = time.monotonic()
+                while True:
+                    probes += 1
+                    async with http.post(edge_url + "/api/v1/scans", json={
+                        "scan_id": f"probe-{probes}", "code": ticket["code"], "gate": "probe",
+                    }) as resp:
+                        answer = await resp.json()
+                    if answer["reason"] == "cancelled":
+                        delays.append((time.monotonic() - sent) * 1000)
+                        break
+                    if time.monotonic() - sent > PROPAGATION_TIMEOUT_S:
+                        raise SystemExit(f"cancellation not seen in {PROPAGATION_TIMEOUT_S} s")
+                    await asyncio.sleep(PROBE_INTERVAL_S)
+        delays.sort()
+        return {
+            "tickets": args.tickets,
+            "bootstrap_s": round(bootstrap_s, 2),
+            "changes": len(delays),
+            "propagation_p50_ms": round(percentile(delays, 50), 1),
+            "propagation_p99_ms": round(percentile(delays, 99), 1),
+            "propagation_max_ms": round(delays[-1], 1) if delays else 0.0,
+            "probes": probes,
+        }
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        log.close()
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)
+        result = asyncio.run(_run(args, args.work))
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
+            result = asyncio.run(_run(args, Path(tmp)))
+    emit(result)
+    return 0

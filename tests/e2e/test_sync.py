@@ -1,0 +1,181 @@
+"""Core and edge nodes as real processes on 127.0.0.1, reconciled through sync."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.e2e.procs import (
+    VENUE,
+    Http,
+    Proc,
+    core_proc,
+    edge_proc,
+    event_now_body,
+    eventually,
+    sell,
+)
+
+
+@dataclass
+class Site:
+    tmp: Path
+    http: Http
+    core: Proc
+    event: dict[str, Any]
+    node_token: str
+    edges: list[Proc]
+
+    async def add_edge(self, name: str) -> Proc:
+        edge = edge_proc(self.tmp, name, self.core.url, self.node_token)
+        self.edges.append(edge)
+        edge.start()
+        await edge.wait_ready(self.http.session)
+        await self.http.ok("PUT", edge.url + "/api/v1/gates/main", {"mode": "single"})
+        return edge
+
+    async def status(self, edge: Proc) -> dict[str, Any]:
+        return await self.http.ok("GET", edge.url + "/api/v1/status")  # type: ignore[no-any-return]
+
+    async def synced(self, edge: Proc) -> bool:
+        sync = (await self.status(edge))["sync"]
+        return bool(sync["outbox"] == 0 and sync["lag_changes"] == 0 and sync["connected"])
+
+    async def ticket(self, ident: int) -> dict[str, Any]:
+        return await self.http.ok(  # type: ignore[no-any-return]
+            "GET", f"{self.core.url}/api/v1/tickets/{ident}"
+        )
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    core = core_proc(tmp_path)
+    edges: list[Proc] = []
+    core.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            http = Http(session)
+            await core.wait_ready(session)
+            event = await http.ok("POST", core.url + "/api/v1/events", event_now_body())
+            token = await http.ok("POST", f"{core.url}/api/v1/venues/{VENUE}/tokens",
+                                  {"name": "e2e"})
+            yield Site(tmp_path, http, core, event, token["token"], edges)
+    finally:
+        for edge in edges:
+            edge.stop()
+        core.stop()
+
+
+async def test_sale_admitted_then_cancellation_refused(site: Site) -> None:
+    edge = await site.add_edge("n1")
+    order = await sell(site.http, site.core, site.event, quantity=2)
+    first, second = order["tickets"]
+    # Sold after the node's snapshot: the signature admits it at once.
+    assert (await site.http.scan(edge, first["code"]))["reason"] == "ok"
+    await site.http.ok("POST", f"{site.core.url}/api/v1/orders/{order['number']}/cancel",
+                       {"tickets": [second["id"]]})
+
+    async def refused() -> bool:
+        answer = await site.http.scan(edge, second["code"])
+        return bool(answer["reason"] == "cancelled")
+
+    await eventually(refused, within_s=5)
+    await eventually(lambda: site.synced(edge))
+    ticket = await site.ticket(first["id"])
+    assert ticket["entry_count"] == 1 and not ticket["conflicts"]
+
+
+async def test_core_down_node_keeps_admitting_and_reconciles_once(site: Site) -> None:
+    edge = await site.add_edge("n1")
+    order = await sell(site.http, site.core, site.event, quantity=20)
+    site.core.kill(signal.SIGKILL)
+    for ticket in order["tickets"]:
+        assert (await site.http.scan(edge, ticket["code"]))["reason"] == "ok"
+        assert (await site.http.scan(edge, ticket["code"]))["reason"] == "already_used"
+    assert (await site.status(edge))["sync"]["outbox"] >= 40
+    site.core.start()
+    await site.core.wait_ready(site.http.session)
+    await eventually(lambda: site.synced(edge), within_s=15)
+    for ticket in order["tickets"]:
+        seen = await site.ticket(ticket["id"])
+        assert seen["entry_count"] == 1, seen
+        assert seen["scans"] == 2 and not seen["conflicts"]
+
+
+async def test_admission_at_one_node_refused_at_the_other(site: Site) -> None:
+    a = await site.add_edge("n1")
+    b = await site.add_edge("n2")
+    order = await sell(site.http, site.core, site.event)
+    code = order["tickets"][0]["code"]
+    assert (await site.http.scan(a, code))["reason"] == "ok"
+
+    async def used_at_b() -> bool:
+        return bool((await site.http.scan(b, code))["reason"] == "already_used")
+
+    await eventually(used_at_b, within_s=5)
+
+
+async def test_two_nodes_cut_off_admit_same_ticket_one_conflict(site: Site) -> None:
+    a = await site.add_edge("n1")
+    b = await site.add_edge("n2")
+    order = await sell(site.http, site.core, site.event)
+    ticket = order["tickets"][0]
+    site.core.kill(signal.SIGKILL)
+    assert (await site.http.scan(a, ticket["code"]))["reason"] == "ok"
+    assert (await site.http.scan(b, ticket["code"]))["reason"] == "ok"
+    site.core.start()
+    await site.core.wait_ready(site.http.session)
+    await eventually(lambda: site.synced(a), within_s=15)
+    await eventually(lambda: site.synced(b), within_s=15)
+    seen = await site.ticket(ticket["id"])
+    assert seen["scans"] == 2
+    assert len(seen["conflicts"]) == 1
+
+
+async def test_sigkill_while_following_and_uploading(site: Site) -> None:
+    edge = await site.add_edge("n1")
+    order = await sell(site.http, site.core, site.event, quantity=60)
+    tickets = order["tickets"]
+    answered: dict[int, str] = {}
+
+    async def scan_all() -> None:
+        for t in tickets:
+            try:
+                answered[t["id"]] = (await site.http.scan(edge, t["code"],
+                                                          scan_id=f"k{t['id']}"))["reason"]
+            except aiohttp.ClientError:
+                return
+
+    async def cancel_some() -> None:
+        for t in tickets[40:]:
+            await site.http.ok("POST", f"{site.core.url}/api/v1/orders/{order['number']}/cancel",
+                               {"tickets": [t["id"]]})
+
+    scanning = asyncio.create_task(scan_all())
+    await cancel_some()
+    await eventually(lambda: asyncio.sleep(0, len(answered) >= 20), within_s=10)
+    edge.kill(signal.SIGKILL)
+    await scanning
+    edge.start()
+    await edge.wait_ready(site.http.session)
+    # Retry every scan with its scan id: answered ones keep their answer.
+    final: dict[int, str] = {}
+    for t in tickets:
+        final[t["id"]] = (await site.http.scan(edge, t["code"], scan_id=f"k{t['id']}"))["reason"]
+        if t["id"] in answered:
+            assert final[t["id"]] == answered[t["id"]]
+    await eventually(lambda: site.synced(edge), within_s=15)
+    for t in tickets:
+        seen = await site.ticket(t["id"])
+        assert seen["scans"] == 1, seen
+        assert seen["entry_count"] == (1 if final[t["id"]] == "ok" else 0), seen
+    # The feed resumed where it stopped: every cancellation is known to the node.
+    for t in tickets[40:]:
+        assert (await site.http.scan(edge, t["code"]))["reason"] == "cancelled"
