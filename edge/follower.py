@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,14 +39,15 @@ from sync.client import (
     RETRYABLE,
     CoreClient,
     CoreRefused,
-    FeedVerifier,
+    FeedForged,
     SyncError,
+    Verifier,
     sleep_or,
 )
-from sync.codes import code_digest, verify_feed
+from sync.codes import KeyRing, code_digest, verify_feed
 from sync.feed import Backoff, Link
 from sync.rules import EMPTY_STATE, Direction, Mode, Reason, ScanState, step
-from sync.snapshot import Catalog, Record
+from sync.snapshot import Catalog, Record, SnapshotReader
 from sync.wire import (
     CatalogChanged,
     ChangeBatch,
@@ -69,9 +71,11 @@ REFUSED_RETRY_S: Final = 5.0
 _VALID_MODES: Final = frozenset(m.value for m in Mode)
 
 
-def _feed_verifier(service: ScanService) -> FeedVerifier:
-    def verify(body: bytes, header: str | None) -> bool:
-        return verify_feed(body, header or "", service.keyring)
+def _verifier(keyring: Callable[[], KeyRing]) -> Verifier:
+    """Checks the core's signed answers with the node's current public keys."""
+
+    def verify(body: bytes, header: str | None, domain: bytes) -> bool:
+        return verify_feed(body, header or "", keyring(), domain=domain)
 
     return verify
 
@@ -94,6 +98,7 @@ class Follower:
         self._wake_upload = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.committer.after_commit.append(self._wake_upload.set)
+        self.verify = _verifier(lambda: self.service.keyring)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -149,9 +154,32 @@ class Follower:
     # -- following -------------------------------------------------------------------
 
     async def bootstrap(self, data: Path) -> None:
-        """Download the venue snapshot and import it (empty index, or a resync)."""
+        """Download the venue snapshot, check it, and import it (empty index, or resync).
+
+        The core signs the snapshot's SHA-256; the node checks that signature with the
+        public keys it already has. A node that never had any trusts the keys the
+        snapshot itself carries (trust on first use): it checks the snapshot is whole and
+        consistent, and every later batch is then held to those keys.
+        """
         dest = data / "bootstrap.gksnap"
-        size = await self.client.download_snapshot(dest)
+        size, cursor, sha256 = await self.client.download_snapshot(dest)
+        keyring = self.service.keyring
+        with dest.open("rb") as fh:
+            reader = SnapshotReader(fh)
+            if reader.header.cursor != cursor:
+                dest.unlink(missing_ok=True)
+                raise FeedForged("snapshot header and cursor header disagree")
+            if not len(keyring):
+                catalog_keys = reader.catalog.keys
+                keyring = KeyRing.from_raw(
+                    {k.id: k.public for k in catalog_keys},
+                    {k.id for k in catalog_keys if k.revoked},
+                )
+        trusted = keyring
+        signed = await self.client.snapshot_digest(cursor, _verifier(lambda: trusted))
+        if signed.cursor != cursor or signed.sha256 != sha256:
+            dest.unlink(missing_ok=True)
+            raise FeedForged("snapshot does not match the core's signed digest")
         # The import is one write transaction of the single writer: scans queue
         # behind it, as they must, since the index is being replaced.
         reports: list[ImportReport] = []
@@ -174,7 +202,6 @@ class Follower:
 
     async def _follow(self) -> None:
         backoff = Backoff()
-        verify = _feed_verifier(self.service)
         data = self.index.path
         while True:
             try:
@@ -183,7 +210,7 @@ class Follower:
                 # The first poll does not wait: the node learns the head (and shows
                 # itself connected) at once, then long-polls.
                 wait = LONG_POLL_S if self.down.connected else 0.0
-                batch = await self.client.changes(self.service.cursor(), wait, verify)
+                batch = await self.client.changes(self.service.cursor(), wait, self.verify)
                 await self.apply(batch)
             except CoreRefused as exc:
                 self.down.failed(time.time(), str(exc))
@@ -361,7 +388,9 @@ class Follower:
                     await self._send_scans(scans)
                     scans = []
                 if entry.code:
-                    await self.client.quick_cancel(QuickCancelRequest(entry.scan_id, entry.code))
+                    await self.client.quick_cancel(
+                        QuickCancelRequest(entry.scan_id, entry.code), self.verify
+                    )
                 last = seq
                 continue
             scans.append(_item(entry))
@@ -371,7 +400,7 @@ class Follower:
         return last
 
     async def _send_scans(self, items: list[ScanItem]) -> None:
-        result = await self.client.upload(ScanUpload(self.node_id, items))
+        result = await self.client.upload(ScanUpload(self.node_id, items), self.verify)
         for ack in result.acks:
             if ack.status == "refused":
                 self.refused[ack.reason or "refused"] = self.refused.get(ack.reason, 0) + 1

@@ -11,6 +11,7 @@ Errors (one root, flat family; ``RETRYABLE`` says what the caller retries)::
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final, TypeVar
@@ -18,6 +19,7 @@ from typing import Final, TypeVar
 import aiohttp
 import msgspec
 
+from sync.codes import ACK_DOMAIN, FEED_DOMAIN, SNAPSHOT_DOMAIN
 from sync.wire import (
     ChangeBatch,
     QuickCancelAnswer,
@@ -27,6 +29,7 @@ from sync.wire import (
 )
 
 REQUEST_TIMEOUT_S: Final = 10.0
+CURSOR_HEADER: Final = "X-Gatekeeper-Cursor"
 SNAPSHOT_TIMEOUT_S: Final = 600.0
 SIGNATURE_HEADER: Final = "X-Gatekeeper-Signature"
 MAX_FEED_BYTES: Final = 64 * 1024 * 1024
@@ -54,9 +57,16 @@ class FeedForged(SyncError):
 
 RETRYABLE: Final = (CoreUnavailable, FeedForged)
 
-FeedVerifier = Callable[[bytes, str | None], bool]
-"""Checks a change batch's body against its signature header (public keys only)."""
+Verifier = Callable[[bytes, str | None, bytes], bool]
+"""Checks a signed answer's body against its signature header and domain
+(``sync.codes.FEED_DOMAIN``, ``ACK_DOMAIN``, ``SNAPSHOT_DOMAIN``), with public keys only."""
 
+
+class SnapshotDigest(msgspec.Struct, frozen=True):
+    cursor: int
+    sha256: str
+
+_digest_decoder: Final = msgspec.msgpack.Decoder(SnapshotDigest)
 _batch_decoder: Final = msgspec.msgpack.Decoder(ChangeBatch)
 _upload_result_decoder: Final = msgspec.msgpack.Decoder(UploadResult)
 _quick_decoder: Final = msgspec.msgpack.Decoder(QuickCancelAnswer)
@@ -120,36 +130,44 @@ class CoreClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise CoreUnavailable(f"{type(exc).__name__}: {exc}") from None
 
-    async def changes(self, after: int, wait: float, verify: FeedVerifier) -> ChangeBatch:
+    async def changes(self, after: int, wait: float, verify: Verifier) -> ChangeBatch:
         """Changes after *after*, waiting up to *wait* seconds for the first one."""
         body, signature = await self._request(
             "GET", self._url("changes"), budget_s=wait + REQUEST_TIMEOUT_S,
             params={"after": str(after), "wait": f"{wait:.3f}"},
         )
-        if not verify(body, signature):
+        if not verify(body, signature, FEED_DOMAIN):
             raise FeedForged("change batch signature does not verify")
-        try:
-            return _batch_decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            raise CoreUnavailable(f"undecodable change batch: {exc}") from None
+        return _decode(_batch_decoder, body)
 
-    async def upload(self, upload: ScanUpload) -> UploadResult:
-        body, _ = await self._request(
+    async def upload(self, upload: ScanUpload, verify: Verifier) -> UploadResult:
+        """Upload scans; a forged acknowledgement must never make the node drop them."""
+        body, signature = await self._request(
             "POST", self._url("scans"), budget_s=REQUEST_TIMEOUT_S, data=_encoder.encode(upload)
         )
+        if not verify(body, signature, ACK_DOMAIN):
+            raise FeedForged("upload acknowledgement signature does not verify")
         return _decode(_upload_result_decoder, body)
 
-    async def quick_cancel(self, request: QuickCancelRequest) -> QuickCancelAnswer:
-        body, _ = await self._request(
+    async def quick_cancel(
+        self, request: QuickCancelRequest, verify: Verifier
+    ) -> QuickCancelAnswer:
+        body, signature = await self._request(
             "POST", self._url("quick-cancel"), budget_s=REQUEST_TIMEOUT_S,
             data=_encoder.encode(request),
         )
+        if not verify(body, signature, ACK_DOMAIN):
+            raise FeedForged("quick-cancel answer signature does not verify")
         return _decode(_quick_decoder, body)
 
-    async def download_snapshot(self, dest: Path) -> int:
-        """Stream the venue snapshot into *dest* (written then renamed); returns bytes."""
+    async def download_snapshot(self, dest: Path) -> tuple[int, int, str]:
+        """Stream the venue snapshot into *dest* (written, then renamed).
+
+        Returns (bytes, cursor, sha256 hex). Check it with ``snapshot_digest`` before
+        trusting it."""
         part = dest.with_suffix(dest.suffix + ".part")
         size = 0
+        digest = hashlib.sha256()
         try:
             async with self.session.get(
                 self._url("snapshot"), timeout=aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S)
@@ -159,15 +177,30 @@ class CoreClient:
                     if resp.status >= 500:
                         raise CoreUnavailable(f"core answered {resp.status}")
                     raise CoreRefused(resp.status, text)
+                cursor_text = resp.headers.get(CURSOR_HEADER, "")
                 with part.open("wb") as fh:
                     async for chunk in resp.content.iter_chunked(1 << 20):
                         fh.write(chunk)
+                        digest.update(chunk)
                         size += len(chunk)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             part.unlink(missing_ok=True)
             raise CoreUnavailable(f"{type(exc).__name__}: {exc}") from None
+        if not cursor_text.isdigit():
+            part.unlink(missing_ok=True)
+            raise CoreUnavailable("snapshot without a cursor header")
         part.replace(dest)
-        return size
+        return size, int(cursor_text), digest.hexdigest()
+
+    async def snapshot_digest(self, cursor: int, verify: Verifier) -> SnapshotDigest:
+        """The core's signed SHA-256 of the snapshot it served at *cursor*."""
+        body, signature = await self._request(
+            "GET", self._url("snapshot-digest"), budget_s=REQUEST_TIMEOUT_S,
+            params={"cursor": str(cursor)},
+        )
+        if not verify(body, signature, SNAPSHOT_DOMAIN):
+            raise FeedForged("snapshot digest signature does not verify")
+        return _decode(_digest_decoder, body)
 
 
 def _decode(decoder: msgspec.msgpack.Decoder[T], body: bytes) -> T:
