@@ -66,7 +66,9 @@ def build_app(config: EdgeConfig) -> web.Application:
     app[STARTED] = time.time()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        index = Index(config.data, sync=config.sync_writes, writemap=True)
+        # No writemap while serving: LMDB then msyncs the whole map at every commit;
+        # without it a commit writes and fdatasyncs only the pages it dirtied.
+        index = Index(config.data, sync=config.sync_writes)
         app[NODE_ID] = node_id_for(index, config.node_id)
         committer = GroupCommitter(index, asyncio.get_running_loop())
         committer.start()

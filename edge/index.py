@@ -65,10 +65,13 @@ class Index:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         data_file = path / "data.mdb"
+        # The file is at least as large as the data; with writemap LMDB also extends it
+        # to the whole map. Never map less than the file, never more than asked for
+        # beyond it: an ever larger map would make every open (and every msync) costlier.
         existing = data_file.stat().st_size if data_file.exists() else 0
         self.env = lmdb.Environment(
             str(path),
-            map_size=max(map_bytes, existing * 2),
+            map_size=max(map_bytes, existing),
             max_dbs=MAX_DBS,
             sync=sync,
             metasync=sync,

@@ -114,6 +114,8 @@ class GroupCommitter:
         self.commits = 0
         self.committed_ops = 0
         self.last_commit_at = 0.0
+        self.commit_seconds = 0.0
+        """Wall time spent in write transactions (puts, commit, fsync), for metrics."""
         self.after_commit: list[Callable[[], None]] = []
         """Called on the loop after each successful commit (e.g. wake the uploader)."""
 
@@ -186,6 +188,15 @@ class GroupCommitter:
                 self._loop.call_soon_threadsafe(self._done, merged, error)
 
     def _commit(self, batch: list[tuple[WriteFn, asyncio.Future[None]]]) -> BaseException | None:
+        started = time.perf_counter()
+        try:
+            return self._commit_once(batch)
+        finally:
+            self.commit_seconds += time.perf_counter() - started
+
+    def _commit_once(
+        self, batch: list[tuple[WriteFn, asyncio.Future[None]]]
+    ) -> BaseException | None:
         for _attempt in range(8):
             seq_before = self.next_seq
             try:
