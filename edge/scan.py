@@ -142,7 +142,8 @@ class ScanService:
         self.clock = clock
         self.pending_state: dict[int, tuple[ScanState, int]] = {}
         self.pending_records: dict[int, Record] = {}
-        self.pending_answers: dict[bytes, asyncio.Future[StoredAnswer]] = {}
+        self.pending_answers: dict[bytes, tuple[asyncio.Future[None], StoredAnswer]] = {}
+        """Scans decided but not committed yet: a retry of one waits for the same commit."""
         self.pending_quick: dict[bytes, asyncio.Future[QuickCancelAnswer]] = {}
         self._generation = 0
         self._verified: dict[bytes, Claims | Unverified | None] = {}
@@ -331,7 +332,8 @@ class ScanService:
         sid = req.scan_id.encode()
         waiting = self.pending_answers.get(sid)
         if waiting is not None:
-            return await asyncio.shield(waiting)
+            await asyncio.shield(waiting[0])
+            return waiting[1]
         gate = self.gate(req.gate)
         now = self.clock()
         at = now
@@ -403,16 +405,10 @@ class ScanService:
                 txn.put(u64(ident), state_raw, db=index.state)
             txn.put(sid, answer_raw, db=index.answers)
 
-        waiter: asyncio.Future[StoredAnswer] = asyncio.get_running_loop().create_future()
-        self.pending_answers[sid] = waiter
+        committed = self.committer.submit(op)
+        self.pending_answers[sid] = (committed, answer)
         try:
-            await self.committer.submit(op)
-        except BaseException as exc:
-            waiter.set_exception(exc)
-            waiter.exception()  # retrieved: callers of the original scan get the error
-            raise
-        else:
-            waiter.set_result(answer)
+            await committed
         finally:
             del self.pending_answers[sid]
             if generation:
