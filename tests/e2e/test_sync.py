@@ -179,3 +179,37 @@ async def test_sigkill_while_following_and_uploading(site: Site) -> None:
     # The feed resumed where it stopped: every cancellation is known to the node.
     for t in tickets[40:]:
         assert (await site.http.scan(edge, t["code"]))["reason"] == "cancelled"
+
+
+async def test_quick_cancel_at_the_node_reaches_the_core_also_offline(site: Site) -> None:
+    edge = await site.add_edge("n1")
+    date, zone = site.event["dates"][0]["id"], site.event["zones"][0]["id"]
+    stock = await site.http.ok("POST", site.core.url + "/api/v1/stock", {
+        "date": date, "zone": zone, "rate": site.event["rates"][0]["id"], "quantity": 3,
+        "channel": "box_office"})
+    printed = stock["tickets"]
+
+    async def stock_at_node() -> bool:
+        status = await site.status(edge)
+        return bool(status["index"]["records"] >= 3)
+
+    await eventually(stock_at_node)
+    availability = f"{site.core.url}/api/v1/dates/{date}/availability"
+    before = (await site.http.ok("GET", availability))["zones"][0]["available"]
+    qc = edge.url + "/api/v1/quick-cancel"
+    online = await site.http.ok("POST", qc, {"scan_id": "qc1", "code": printed[0]["code"]})
+    assert (online["result"], online["reason"]) == ("accepted", "ok")
+    site.core.kill(signal.SIGKILL)
+    offline = await site.http.ok("POST", qc, {"scan_id": "qc2", "code": printed[1]["code"]})
+    assert (offline["result"], offline["reason"]) == ("accepted", "ok")
+    # The same scan_id again: the same answer, counted once.
+    assert await site.http.ok("POST", qc, {"scan_id": "qc2", "code": printed[1]["code"]}) == offline
+    assert (await site.http.scan(edge, printed[1]["code"]))["reason"] == "cancelled"
+    site.core.start()
+    await site.core.wait_ready(site.http.session)
+    await eventually(lambda: site.synced(edge), within_s=15)
+    for ticket in printed[:2]:
+        assert (await site.ticket(ticket["id"]))["status"] == "cancelled"
+    assert (await site.ticket(printed[2]["id"]))["status"] == "valid"
+    after = (await site.http.ok("GET", availability))["zones"][0]["available"]
+    assert after == before + 2
