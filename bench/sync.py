@@ -7,6 +7,8 @@ times:
 
 - ``bootstrap_s``: edge start until its status shows all N records at the core's head
   (snapshot download + import + first feed poll);
+- ``resync_after_outage_s``: the core killed, scans taken at the node meanwhile, the
+  core restarted: from the core answering again to the node's outbox being empty;
 - ``propagation_p50_ms`` / ``p99``: for K cancellations made one at a time through the
   core's API, from the cancel's answer until the node refuses the ticket as
   ``cancelled``. The node is probed with real scans every 2 ms on a ``multi`` gate
@@ -152,8 +154,36 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     if time.monotonic() - sent > PROPAGATION_TIMEOUT_S:
                         raise SystemExit(f"cancellation not seen in {PROPAGATION_TIMEOUT_S} s")
                     await asyncio.sleep(PROBE_INTERVAL_S)
+            # Outage: the core is killed, the node admits on its own, the core comes
+            # back; time from the core answering again to the node's outbox being empty.
+            procs[0].kill()
+            procs[0].wait()
+            outage_scans = 0
+            for ticket in order["tickets"][: args.changes // 2]:
+                outage_scans += 1
+                async with http.post(edge_url + "/api/v1/scans", json={
+                    "scan_id": f"outage-{outage_scans}", "code": ticket["code"],
+                    "gate": "probe"}) as resp:
+                    assert resp.status == 200, await resp.text()
+            procs[0] = subprocess.Popen(
+                [sys.executable, "-m", "core", "serve", "--data", str(core_data), "--port",
+                 str(core_port), "--admin-token", TOKEN, "--jobs-interval", "0"],
+                stdout=log, stderr=log)
+            await _wait(http, core_url, procs[0])
+            back = time.monotonic()
+            while True:
+                async with http.get(edge_url + "/api/v1/status") as resp:
+                    sync = (await resp.json())["sync"]
+                if sync["outbox"] == 0 and sync["connected"]:
+                    break
+                if time.monotonic() - back > 30:
+                    raise SystemExit("node did not catch up after the outage in 30 s")
+                await asyncio.sleep(0.005)
+            resync_s = time.monotonic() - back
         delays.sort()
         return {
+            "outage_scans": outage_scans,
+            "resync_after_outage_s": round(resync_s, 3),
             "tickets": args.tickets,
             "bootstrap_s": round(bootstrap_s, 2),
             "changes": len(delays),
