@@ -150,6 +150,23 @@ async def test_forged_revoked_key_in_index_and_not(edge, venue):
     assert (await node.scan(good))["reason"] == "ok"
 
 
+async def test_superseded_code_of_a_reissued_ticket_is_cancelled(edge, venue):
+    """A ticket re-issued under a new key keeps its id; its old, still validly signed
+    code must not open the gate any more (nor share the ticket's entries)."""
+    from sync.codes import Claims, sign
+
+    new_key = venue.add_key(2)
+    current = venue.add_ticket("t", signer=(2, new_key))
+    ident = venue.ids["t"]
+    superseded = sign(Claims(1, Kind.TICKET, ident, 1, 10, 100), venue.key)
+    assert superseded != current
+    node = await edge.start()
+    await node.gate("main", mode="single", dates=[10])
+    answer = await node.scan(superseded)
+    assert (answer["result"], answer["reason"]) == ("rejected", "cancelled")
+    assert (await node.scan(current))["reason"] == "ok"
+
+
 async def test_unknown_plain_code_and_media_id(edge, venue):
     venue.add_ticket("t", media=("04A1B2C3D4E5F6",))
     node = await edge.start()
