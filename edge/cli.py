@@ -48,6 +48,9 @@ async def _serve(config: EdgeConfig) -> None:
     # keep the cyclic GC from walking it again on every young-generation overflow.
     gc.collect()
     gc.freeze()
+    # Scans leave almost no cyclic garbage: with the default young threshold (700) the
+    # collector ran ~90 times a second under load for ~4% of the CPU and found little.
+    gc.set_threshold(*GC_THRESHOLDS)
     site = web.TCPSite(runner, config.host, config.port, backlog=1024, reuse_address=True)
     await site.start()
     log.info("listening on http://%s:%d", config.host, config.port)
@@ -61,6 +64,7 @@ async def _serve(config: EdgeConfig) -> None:
     await runner.cleanup()
 
 
+GC_THRESHOLDS = (10_000, 50, 1_000)
 SWITCH_INTERVAL_S = 0.0005
 """How long the loop may keep the GIL while the writer thread waits for it. The writer
 needs it twice per group commit (to start, and to hand the batch back after fsync); at
