@@ -25,6 +25,7 @@ from edge.messages import table_for
 from edge.model import GateProfile, ScanAnswer, ScanRequest
 from edge.scan import (
     MAX_GATE_CHARS,
+    MAX_SCAN_ID_BYTES,
     MAX_SCAN_ID_CHARS,
     InvalidGate,
     ScanService,
@@ -149,9 +150,19 @@ def _authorize(request: web.Request) -> None:
         raise ApiError(401, "unauthorized", "missing or wrong bearer token")
 
 
-def _check_scan_id(scan_id: str) -> None:
+def _scan_id_problem(scan_id: str) -> str | None:
     if not scan_id.isprintable():
-        raise ApiError(400, "invalid", "scan_id must not contain control characters")
+        return "scan_id must not contain control characters"
+    # Only a long id can exceed the key size; the hot path skips the encode.
+    if len(scan_id) * 4 > MAX_SCAN_ID_BYTES and len(scan_id.encode()) > MAX_SCAN_ID_BYTES:
+        return f"scan_id must be at most {MAX_SCAN_ID_BYTES} bytes in UTF-8"
+    return None
+
+
+def _check_scan_id(scan_id: str) -> None:
+    problem = _scan_id_problem(scan_id)
+    if problem is not None:
+        raise ApiError(400, "invalid", problem)
 
 
 async def _body(request: web.Request, decoder: msgspec.json.Decoder[Any]) -> Any:
@@ -218,8 +229,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 await ws.send_bytes(_ws_error("invalid", str(exc)))
                 return
             try:
-                if not body.scan_id.isprintable():
-                    await ws.send_bytes(_ws_error("invalid", "scan_id has control characters"))
+                problem = _scan_id_problem(body.scan_id)
+                if problem is not None:
+                    await ws.send_bytes(_ws_error("invalid", problem))
                     return
                 answer = await service.scan(body)
             except UnknownGate:
@@ -285,6 +297,7 @@ async def get_gates(request: web.Request) -> web.Response:
 
 async def post_quick_cancel(request: web.Request) -> web.Response:
     body: QuickCancelBody = await _body(request, _quick_decoder)
+    _check_scan_id(body.scan_id)
     answer = await request.app[SERVICE].quick_cancel(body.scan_id, body.code)
     return json_response({"scan_id": body.scan_id, "result": answer.result,
                           "reason": answer.reason})

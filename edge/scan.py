@@ -55,6 +55,9 @@ MAX_VERIFIED_CACHE: Final = 65536
 MAX_FUTURE_SKEW_S: Final = 300.0
 """A device clock may run ahead of the node's by this much; later times are clamped."""
 QUICK_CANCEL_PREFIX: Final = b"qc\x00"
+MAX_SCAN_ID_BYTES: Final = 511 - len(QUICK_CANCEL_PREFIX)
+"""A scan_id is a key of the ``answers`` db (after ``QUICK_CANCEL_PREFIX`` for a quick
+cancel): LMDB refuses keys over 511 bytes, and 128 characters may take 512 in UTF-8."""
 QUICK_CANCEL_SOLD: Final = "sold"
 
 _profile_decoder: Final = msgspec.msgpack.Decoder(GateProfile)
