@@ -24,6 +24,7 @@ from sync.wire import (
     ChangeBatch,
     QuickCancelAnswer,
     QuickCancelRequest,
+    Resync,
     ScanUpload,
     UploadResult,
 )
@@ -138,7 +139,15 @@ class CoreClient:
         )
         if not verify(body, signature, FEED_DOMAIN):
             raise FeedForged("change batch signature does not verify")
-        return _decode(_batch_decoder, body)
+        batch = _decode(_batch_decoder, body)
+        # The signature covers the body, not the request: an old (or another node's)
+        # signed batch replayed here would roll records and the cursor back and apply
+        # admissions twice. A batch answers *after* only if it moves forward from it.
+        if not any(isinstance(c, Resync) for c in batch.changes) and (
+            batch.cursor < after or any(not after < c.seq <= batch.cursor for c in batch.changes)
+        ):
+            raise FeedForged(f"change batch does not follow cursor {after} (replayed?)")
+        return batch
 
     async def upload(self, upload: ScanUpload, verify: Verifier) -> UploadResult:
         """Upload scans; a forged acknowledgement must never make the node drop them."""
@@ -147,7 +156,14 @@ class CoreClient:
         )
         if not verify(body, signature, ACK_DOMAIN):
             raise FeedForged("upload acknowledgement signature does not verify")
-        return _decode(_upload_result_decoder, body)
+        result = _decode(_upload_result_decoder, body)
+        # One ack per item, in order: a replayed signed answer (or a core that stored
+        # only part) must not let the node move its outbox past unacknowledged scans.
+        if len(result.acks) != len(upload.items) or any(
+            ack.scan_id != item.scan_id for ack, item in zip(result.acks, upload.items, strict=True)
+        ):
+            raise FeedForged("upload acknowledgement does not match the scans sent")
+        return result
 
     async def quick_cancel(
         self, request: QuickCancelRequest, verify: Verifier
@@ -158,7 +174,10 @@ class CoreClient:
         )
         if not verify(body, signature, ACK_DOMAIN):
             raise FeedForged("quick-cancel answer signature does not verify")
-        return _decode(_quick_decoder, body)
+        answer = _decode(_quick_decoder, body)
+        if answer.scan_id != request.scan_id:
+            raise FeedForged("quick-cancel answer is for another scan_id")
+        return answer
 
     async def download_snapshot(self, dest: Path) -> tuple[int, int, str]:
         """Stream the venue snapshot into *dest* (written, then renamed).
