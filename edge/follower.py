@@ -34,7 +34,7 @@ from edge.decision import limits_of
 from edge.importer import ImportReport, import_into
 from edge.index import U64, encoder, record_decoder, state_decoder, u64
 from edge.scan import ScanService
-from edge.scanlog import GroupCommitter, LogEntry, log_decoder
+from edge.scanlog import CommitFailed, GroupCommitter, LogEntry, log_decoder
 from sync.client import (
     RETRYABLE,
     CoreClient,
@@ -68,6 +68,9 @@ UPLOAD_COALESCE_S: Final = 0.01
 IDLE_UPLOAD_CHECK_S: Final = 1.0
 REFUSED_RETRY_S: Final = 5.0
 """Wait after a 4xx on the feed or upload (bad token, unknown venue): a config error."""
+ITEM_REFUSED: Final = frozenset({400, 413, 422})
+"""A quick cancel the core refuses as a bad request: final for that item, passed over
+(retrying it would hold every later scan in the outbox for good)."""
 _VALID_MODES: Final = frozenset(m.value for m in Mode)
 
 
@@ -222,6 +225,9 @@ class Follower:
             except SyncError as exc:  # pragma: no cover - every SyncError is classified
                 self.down.failed(time.time(), str(exc))
                 await asyncio.sleep(REFUSED_RETRY_S)
+            except CommitFailed as exc:  # the disk: nothing applied; try the batch again
+                self.down.failed(time.time(), f"commit failed: {exc}")
+                await asyncio.sleep(backoff.next_delay())
             else:
                 backoff.reset()
                 now = time.time()
@@ -376,7 +382,11 @@ class Follower:
                 continue
             backoff.reset()
             self.up.ok(time.time())
-            await self._set_upload_cursor(last)
+            try:
+                await self._set_upload_cursor(last)
+            except CommitFailed as exc:  # the scans go up again (idempotent by scan_id)
+                self.up.failed(time.time(), f"commit failed: {exc}")
+                await asyncio.sleep(backoff.next_delay())
 
     async def _send(self, entries: list[tuple[int, LogEntry]]) -> int:
         """Send entries in order; return the last seq the core acknowledged."""
@@ -388,9 +398,15 @@ class Follower:
                     await self._send_scans(scans)
                     scans = []
                 if entry.code:
-                    await self.client.quick_cancel(
-                        QuickCancelRequest(entry.scan_id, entry.code), self.verify
-                    )
+                    try:
+                        await self.client.quick_cancel(
+                            QuickCancelRequest(entry.scan_id, entry.code), self.verify
+                        )
+                    except CoreRefused as exc:
+                        if exc.status not in ITEM_REFUSED:
+                            raise
+                        self._refused(f"quick_cancel_{exc.status}")
+                        log.warning("core refused quick cancel %s: %s", entry.scan_id, exc)
                 last = seq
                 continue
             scans.append(_item(entry))
@@ -403,9 +419,12 @@ class Follower:
         result = await self.client.upload(ScanUpload(self.node_id, items), self.verify)
         for ack in result.acks:
             if ack.status == "refused":
-                self.refused[ack.reason or "refused"] = self.refused.get(ack.reason, 0) + 1
+                self._refused(ack.reason or "refused")
                 log.warning("core refused scan %s: %s", ack.scan_id, ack.reason)
         self.uploaded += len(items)
+
+    def _refused(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
 
 
 def _item(entry: LogEntry) -> ScanItem:

@@ -213,3 +213,21 @@ async def test_quick_cancel_at_the_node_reaches_the_core_also_offline(site: Site
     assert (await site.ticket(printed[2]["id"]))["status"] == "valid"
     after = (await site.http.ok("GET", availability))["zones"][0]["available"]
     assert after == before + 2
+
+
+async def test_a_quick_cancel_the_core_refuses_does_not_block_the_outbox(site: Site) -> None:
+    # A quick-cancel code of 201..4096 characters is ``malformed`` at the node, but the
+    # core's QuickCancelRequest takes at most 200: its 400 stopped every later upload.
+    edge = await site.add_edge("n1")
+    order = await sell(site.http, site.core, site.event, quantity=1)
+    ticket = order["tickets"][0]
+    refused = await site.http.ok("POST", edge.url + "/api/v1/quick-cancel",
+                                 {"scan_id": "qc-long", "code": "X" * 300})
+    assert (refused["result"], refused["reason"]) == ("rejected", "malformed")
+    assert (await site.http.scan(edge, ticket["code"]))["reason"] == "ok"
+
+    async def admitted_at_core() -> bool:
+        return bool((await site.ticket(ticket["id"]))["entries"])
+
+    await eventually(admitted_at_core, within_s=10)
+    await eventually(lambda: site.synced(edge), within_s=10)
