@@ -234,6 +234,33 @@ def load_changes(tx: Tx, venue: int, after: int, limit: int = MAX_CHANGES_PER_BA
     return ChangeBatch(last, changes, more=last < head, head=head)
 
 
+def load_admissions(
+    tx: Tx, venue: int, after: int, upto: int, limit: int = MAX_CHANGES_PER_BATCH
+) -> ChangeBatch:
+    """Only the admitted scans with ``after < seq <= upto``, in sequence order.
+
+    A node that bootstraps from a snapshot at cursor C has every record as of C but
+    none of the venue's scan state: it replays these admissions (up to C) so a ticket
+    admitted elsewhere before it joined is not admitted again."""
+    upto = min(upto, cursor(tx, venue))
+    rows = tx.all(
+        "SELECT seq, scan_id FROM changes WHERE venue_id = ? AND kind = 'scan'"
+        " AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+        (venue, after, upto, limit),
+    )
+    if not rows:
+        return ChangeBatch(max(after, upto), head=upto)
+    scans = _scans(tx, venue, [str(r["scan_id"]) for r in rows])
+    changes: list[Change] = []
+    for row in rows:
+        admitted = scans.get(str(row["scan_id"]))
+        if admitted is not None:
+            changes.append(ScanAdmitted(int(row["seq"]), admitted[0], admitted[1]))
+    full = len(rows) >= limit
+    last = int(rows[-1]["seq"]) if full else upto
+    return ChangeBatch(last, changes, more=full, head=upto)
+
+
 SCAN_COLUMNS: Final = (
     "scan_id, node, ticket_id, result, reason, direction, gate, mode, date_id,"
     " scanned_at, logged_at, offline"

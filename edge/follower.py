@@ -39,6 +39,7 @@ from sync.client import (
     RETRYABLE,
     CoreClient,
     CoreRefused,
+    CoreUnavailable,
     FeedForged,
     SyncError,
     Verifier,
@@ -81,6 +82,18 @@ def _verifier(keyring: Callable[[], KeyRing]) -> Verifier:
         return verify_feed(body, header or "", keyring(), domain=domain)
 
     return verify
+
+
+class ReplayPending(msgspec.Struct, frozen=True, array_like=True):
+    """Admissions still to replay after a snapshot import: ``after < seq <= upto``."""
+
+    after: int
+    upto: int
+    own: bool
+    """Replay this node's own admissions too (it has no scan state at all)."""
+
+
+_replay_decoder: Final = msgspec.msgpack.Decoder(ReplayPending)
 
 
 class Follower:
@@ -184,13 +197,21 @@ class Follower:
             dest.unlink(missing_ok=True)
             raise FeedForged("snapshot does not match the core's signed digest")
         # The import is one write transaction of the single writer: scans queue
-        # behind it, as they must, since the index is being replaced.
+        # behind it, as they must, since the index is being replaced. The snapshot has
+        # records but no scan state: the same transaction notes which admissions to
+        # replay (all of them for a node with no state; other nodes' ones since the old
+        # cursor for a resync), so a crash before the replay ends resumes it.
         reports: list[ImportReport] = []
+        fresh = self.index.counts()["state"] == 0
+        replay_raw = encoder.encode(
+            ReplayPending(0 if fresh else self.service.cursor(), cursor, fresh)
+        )
 
         def op(txn: Any, _committer: GroupCommitter) -> None:
             reports.clear()
             with dest.open("rb") as fh:
                 reports.append(import_into(txn, self.index, fh))
+            txn.put(b"replay", replay_raw, db=self.index.meta)
 
         started = time.monotonic()
         await self.committer.submit(op)
@@ -199,6 +220,55 @@ class Follower:
         self.service.reload()
         log.info("bootstrapped %d records (%d bytes) at cursor %d in %.2f s",
                  report.records, size, report.cursor, time.monotonic() - started)
+        await self.replay_pending()
+
+    async def replay_pending(self) -> None:
+        """Replay the admissions a snapshot import left to replay (see ``bootstrap``)."""
+        raw = self.index.get_meta("replay")
+        if raw is None:
+            return
+        pending = _replay_decoder.decode(raw)
+        after = pending.after
+        replayed = 0
+        while after < pending.upto:
+            batch = await self.client.admissions(after, pending.upto, self.verify)
+            admitted = [
+                c for c in batch.changes
+                if isinstance(c, ScanAdmitted) and (pending.own or c.node != self.node_id)
+            ]
+            after = batch.cursor
+            await self._commit_admissions(admitted, {}, None, done=after >= pending.upto)
+            replayed += len(admitted)
+            if not batch.more and after < pending.upto:
+                break
+        if after < pending.upto:  # pragma: no cover - the core answered short; try later
+            raise CoreUnavailable("admissions replay ended early")
+        await self._commit_admissions([], {}, None, done=True)
+        log.info("replayed %d admissions up to cursor %d", replayed, pending.upto)
+
+    async def _commit_admissions(
+        self,
+        admitted: list[ScanAdmitted],
+        records: dict[int, Record],
+        catalog: Catalog | None,
+        *,
+        done: bool,
+    ) -> None:
+        states = self._reserve_foreign(admitted, records, catalog)
+        rows = [(ident, encoder.encode(state)) for ident, (state, _gen) in states.items()]
+        index = self.index
+
+        def op(txn: Any, _committer: GroupCommitter) -> None:
+            for ident, raw in rows:
+                txn.put(u64(ident), raw, db=index.state)
+            if done:
+                txn.delete(b"replay", db=index.meta)
+
+        try:
+            await self.committer.submit(op)
+        finally:
+            for ident, (_state, generation) in states.items():
+                self.service.release_state(ident, generation)
 
     def needs_bootstrap(self) -> bool:
         return self.service.cursor() == 0 and self.index.counts()["records"] == 0
@@ -210,6 +280,7 @@ class Follower:
             try:
                 if self.needs_bootstrap():
                     await self.bootstrap(data)
+                await self.replay_pending()
                 # The first poll does not wait: the node learns the head (and shows
                 # itself connected) at once, then long-polls.
                 wait = LONG_POLL_S if self.down.connected else 0.0

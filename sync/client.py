@@ -25,6 +25,7 @@ from sync.wire import (
     QuickCancelAnswer,
     QuickCancelRequest,
     Resync,
+    ScanAdmitted,
     ScanUpload,
     UploadResult,
 )
@@ -147,6 +148,22 @@ class CoreClient:
             batch.cursor < after or any(not after < c.seq <= batch.cursor for c in batch.changes)
         ):
             raise FeedForged(f"change batch does not follow cursor {after} (replayed?)")
+        return batch
+
+    async def admissions(self, after: int, upto: int, verify: Verifier) -> ChangeBatch:
+        """Admitted scans with ``after < seq <= upto`` (replayed after a snapshot)."""
+        body, signature = await self._request(
+            "GET", self._url("admissions"), budget_s=REQUEST_TIMEOUT_S,
+            params={"after": str(after), "upto": str(upto)},
+        )
+        if not verify(body, signature, FEED_DOMAIN):
+            raise FeedForged("admissions signature does not verify")
+        batch = _decode(_batch_decoder, body)
+        if batch.cursor < after or batch.cursor > upto or any(
+            not isinstance(c, ScanAdmitted) or not after < c.seq <= min(batch.cursor, upto)
+            for c in batch.changes
+        ):
+            raise FeedForged(f"admissions do not answer ({after}, {upto}] (replayed?)")
         return batch
 
     async def upload(self, upload: ScanUpload, verify: Verifier) -> UploadResult:

@@ -138,6 +138,22 @@ async def changes(request: web.Request) -> web.Response:
         await notifier.wait(woken, min(remaining, POLL_FALLBACK_S))
 
 
+@routes.get("/api/v1/venues/{venue}/admissions")
+async def admissions(request: web.Request) -> web.Response:
+    """Admitted scans with ``after < seq <= upto`` (signed like the feed): what a node
+    replays after a snapshot, which carries records but no scan state."""
+    venue = request.match_info["venue"]
+    await require_venue(request, venue)
+    after = _query_number(request, "after")
+    upto = _query_number(request, "upto")
+    if after != int(after) or upto != int(upto):
+        raise BadRequest("bad_query", "after and upto must be whole numbers")
+    store = request.app[STORE]
+    venue_id = await store.read(feed.venue_id, venue)
+    batch, signer = await store.read(_admissions_signed, venue_id, int(after), int(upto))
+    return signed(reply(batch, request=request), signer)
+
+
 @routes.post("/api/v1/venues/{venue}/scans")
 async def upload_scans(request: web.Request) -> web.Response:
     venue = request.match_info["venue"]
@@ -164,6 +180,12 @@ async def quick_cancel(request: web.Request) -> web.Response:
 
 def _changes_signed(tx: Tx, venue_id: int, after: int) -> tuple[ChangeBatch, keys.FeedSigner]:
     return feed.load_changes(tx, venue_id, after), keys.feed_signer(tx)
+
+
+def _admissions_signed(
+    tx: Tx, venue_id: int, after: int, upto: int
+) -> tuple[ChangeBatch, keys.FeedSigner]:
+    return feed.load_admissions(tx, venue_id, after, upto), keys.feed_signer(tx)
 
 
 def _catalog_signed(tx: Tx, venue_id: int) -> tuple[Catalog, keys.FeedSigner]:

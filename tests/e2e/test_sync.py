@@ -231,3 +231,17 @@ async def test_a_quick_cancel_the_core_refuses_does_not_block_the_outbox(site: S
 
     await eventually(admitted_at_core, within_s=10)
     await eventually(lambda: site.synced(edge), within_s=10)
+
+
+async def test_a_node_joining_late_knows_earlier_admissions(site: Site) -> None:
+    """The snapshot carries records, not scan state: a node that bootstraps after a
+    ticket was admitted elsewhere must still refuse it."""
+    a = await site.add_edge("n1")
+    order = await sell(site.http, site.core, site.event, quantity=2)
+    used, fresh = order["tickets"]
+    assert (await site.http.scan(a, used["code"]))["reason"] == "ok"
+    await eventually(lambda: site.synced(a))
+    b = await site.add_edge("n2")
+    await eventually(lambda: site.synced(b))
+    assert (await site.http.scan(b, used["code"]))["reason"] == "already_used"
+    assert (await site.http.scan(b, fresh["code"]))["reason"] == "ok"
