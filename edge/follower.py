@@ -468,7 +468,9 @@ class Follower:
                 if scans:
                     await self._send_scans(scans)
                     scans = []
-                if entry.code:
+                # Only what the node cancelled goes to the core: a quick cancel it refused
+                # (sold, used, forged...) must not cancel anything there either.
+                if entry.code and entry.result == "accepted":
                     try:
                         await self.client.quick_cancel(
                             QuickCancelRequest(entry.scan_id, entry.code), self.verify
