@@ -87,6 +87,15 @@ class CommitFailed(Exception):
     """The batch's transaction could not be committed; nothing of it is on disk."""
 
 
+class _Commit(asyncio.Future[None]):
+    """A queued write cannot be called off. Cancelling the task that waits for it (a
+    request cancelled at shutdown) only takes effect once the commit is done, so the
+    scan's reservation in the pending overlay lasts exactly as long as it must."""
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        return False
+
+
 class GroupCommitter:
     """The single writer; ``submit`` returns a future resolved after the commit.
 
@@ -126,7 +135,7 @@ class GroupCommitter:
         self._thread.start()
 
     def submit(self, op: WriteFn) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = self._loop.create_future()
+        fut: asyncio.Future[None] = _Commit(loop=self._loop)
         if self._closed:
             fut.set_exception(CommitFailed("the node is not accepting writes"))
             return fut
