@@ -147,7 +147,7 @@ class ScanService:
         self.pending_records: dict[int, Record] = {}
         self.pending_answers: dict[bytes, tuple[asyncio.Future[None], StoredAnswer]] = {}
         """Scans decided but not committed yet: a retry of one waits for the same commit."""
-        self.pending_quick: dict[bytes, asyncio.Future[QuickCancelAnswer]] = {}
+        self.pending_quick: dict[bytes, tuple[asyncio.Future[None], QuickCancelAnswer]] = {}
         self._generation = 0
         self._verified: dict[bytes, Claims | Unverified | None] = {}
         self.counters = Counters(by_reason={})
@@ -398,17 +398,10 @@ class ScanService:
         generation = 0
         if new_state is not None:
             generation = self.reserve_state(ident, new_state)
-        state_raw = encoder.encode(new_state) if new_state is not None else None
-        answer_raw = encoder.encode(answer)
-        index = self.index
-
-        def op(txn: Any, committer: GroupCommitter) -> None:
-            committer.append_log(txn, entry)
-            if state_raw is not None:
-                txn.put(u64(ident), state_raw, db=index.state)
-            txn.put(sid, answer_raw, db=index.answers)
-
-        committed = self.committer.submit(op)
+        committed = self._log(
+            sid, entry, encoder.encode(answer), self.index.state, ident,
+            encoder.encode(new_state) if new_state is not None else None,
+        )
         self.pending_answers[sid] = (committed, answer)
         try:
             await committed
@@ -418,6 +411,22 @@ class ScanService:
                 self.release_state(ident, generation)
         self._count(answer.reason, now)
         return answer
+
+    def _log(
+        self, sid: bytes, entry: LogEntry, answer_raw: bytes, db: Any, ident: int,
+        raw: bytes | None,
+    ) -> asyncio.Future[None]:
+        """Queue one logged write: the log entry, the remembered answer, and the new
+        state (scans) or record (quick cancels) when there is one; all in one commit."""
+        answers = self.index.answers
+
+        def op(txn: Any, committer: GroupCommitter) -> None:
+            committer.append_log(txn, entry)
+            if raw is not None:
+                txn.put(u64(ident), raw, db=db)
+            txn.put(sid, answer_raw, db=answers)
+
+        return self.committer.submit(op)
 
     def _count(self, reason: Reason, now: float) -> None:
         c = self.counters
@@ -458,7 +467,8 @@ class ScanService:
         sid = QUICK_CANCEL_PREFIX + scan_id.encode()
         waiting = self.pending_quick.get(sid)
         if waiting is not None:
-            return await asyncio.shield(waiting)
+            await asyncio.shield(waiting[0])
+            return waiting[1]
         now = self.clock()
         new_record: Record | None = None
         ident = 0
@@ -487,26 +497,13 @@ class ScanService:
                          0, now, now, "quick_cancel", False, code.strip())
         if new_record is not None:
             self.pending_records[ident] = new_record
-        record_raw = encoder.encode(new_record) if new_record is not None else None
-        answer_raw = encoder.encode(answer)
-        index = self.index
-
-        def op(txn: Any, committer: GroupCommitter) -> None:
-            committer.append_log(txn, entry)
-            if record_raw is not None:
-                txn.put(u64(ident), record_raw, db=index.records)
-            txn.put(sid, answer_raw, db=index.answers)
-
-        waiter: asyncio.Future[QuickCancelAnswer] = asyncio.get_running_loop().create_future()
-        self.pending_quick[sid] = waiter
+        committed = self._log(
+            sid, entry, encoder.encode(answer), self.index.records, ident,
+            encoder.encode(new_record) if new_record is not None else None,
+        )
+        self.pending_quick[sid] = (committed, answer)
         try:
-            await self.committer.submit(op)
-        except BaseException as exc:
-            waiter.set_exception(exc)
-            waiter.exception()
-            raise
-        else:
-            waiter.set_result(answer)
+            await committed
         finally:
             del self.pending_quick[sid]
             if new_record is not None:
