@@ -31,7 +31,7 @@ from edge.scan import (
     ScanService,
     UnknownGate,
 )
-from edge.scanlog import CommitFailed, StoredAnswer
+from edge.scanlog import COMMIT_BUCKETS_S, CommitFailed, StoredAnswer
 from sync.rules import Reason
 
 log = logging.getLogger(__name__)
@@ -390,6 +390,10 @@ async def get_metrics(request: web.Request) -> web.Response:
         "# HELP edge_commit_seconds_total Time spent writing and fsyncing group commits.",
         "# TYPE edge_commit_seconds_total counter",
         f"edge_commit_seconds_total {committer.commit_seconds:.6f}",
+        "# HELP edge_commit_duration_seconds Duration of one group commit (write + fsync).",
+        "# TYPE edge_commit_duration_seconds histogram",
+        *_histogram("edge_commit_duration_seconds", COMMIT_BUCKETS_S,
+                    committer.commit_buckets, committer.commit_seconds),
         "# HELP edge_quick_cancels_total Printed stock quick-cancelled.",
         "# TYPE edge_quick_cancels_total counter",
         f"edge_quick_cancels_total {c.quick_cancels}",
@@ -403,6 +407,19 @@ async def get_metrics(request: web.Request) -> web.Response:
     ]
     return web.Response(text="\n".join(lines), content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type": "version=0.0.4"})
+
+
+def _histogram(
+    name: str, bounds: tuple[float, ...], counts: list[int], total: float
+) -> list[str]:
+    lines: list[str] = []
+    running = 0
+    for bound, count in zip(bounds, counts, strict=True):
+        running += count
+        label = "+Inf" if bound == float("inf") else f"{bound:g}"
+        lines.append(f'{name}_bucket{{le="{label}"}} {running}')
+    lines += [f"{name}_sum {total:.6f}", f"{name}_count {running}"]
+    return lines
 
 
 async def no_route(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ loop thread), and the same batch is retried.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import queue
@@ -31,6 +32,8 @@ from sync.rules import Reason
 
 log = logging.getLogger(__name__)
 
+COMMIT_BUCKETS_S: Final = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, float("inf"))
+"""Upper bounds of the commit-duration histogram (the last catches everything)."""
 MAX_BATCH: Final = 4096
 """Most operations merged into one transaction by the writer thread."""
 STOP_TIMEOUT_S: Final = 10.0
@@ -124,6 +127,8 @@ class GroupCommitter:
         self.committed_ops = 0
         self.last_commit_at = 0.0
         self.commit_seconds = 0.0
+        self.commit_buckets = [0] * len(COMMIT_BUCKETS_S)
+        """Commits per duration bucket (cumulative counts are built when exported)."""
         """Wall time spent in write transactions (puts, commit, fsync), for metrics."""
         self.after_commit: list[Callable[[], None]] = []
         """Called on the loop after each successful commit (e.g. wake the uploader)."""
@@ -201,7 +206,9 @@ class GroupCommitter:
         try:
             return self._commit_once(batch)
         finally:
-            self.commit_seconds += time.perf_counter() - started
+            took = time.perf_counter() - started
+            self.commit_seconds += took
+            self.commit_buckets[bisect.bisect_left(COMMIT_BUCKETS_S, took)] += 1
 
     def _commit_once(
         self, batch: list[tuple[WriteFn, asyncio.Future[None]]]

@@ -137,7 +137,11 @@ async def test_metrics_prometheus_text(edge, venue):
     assert samples["forged"] == "0"
     for line in text.splitlines():
         assert not line or line.startswith("#") or re.fullmatch(
-            r'[a-z_]+(\{[a-z_]+="[a-z_]+"(,[a-z_]+="[a-z_]+")*\})? \d+(\.\d+)?', line), line
+            r'[a-z_]+(\{[a-z_]+="[\w.+]+"(,[a-z_]+="[\w.+]+")*\})? \d+(\.\d+)?', line), line
+    commits = int(re.search(r"^edge_commits_total (\d+)$", text, re.MULTILINE).group(1))
+    inf = re.search(r'^edge_commit_duration_seconds_bucket\{le="\+Inf"\} (\d+)$', text,
+                    re.MULTILINE)
+    assert commits >= 3 and int(inf.group(1)) == commits
 
 
 @pytest.mark.parametrize(
