@@ -22,6 +22,7 @@ from aiohttp import WSMsgType, web
 from edge.follower import Follower
 from edge.index import rss_bytes
 from edge.messages import table_for
+from edge.metrics import counter, gauge, histogram, scans_by_reason
 from edge.model import GateProfile, ScanAnswer, ScanRequest
 from edge.scan import (
     MAX_GATE_CHARS,
@@ -32,7 +33,6 @@ from edge.scan import (
     UnknownGate,
 )
 from edge.scanlog import COMMIT_BUCKETS_S, CommitFailed, StoredAnswer
-from sync.rules import Reason
 
 log = logging.getLogger(__name__)
 
@@ -369,57 +369,26 @@ async def get_status(request: web.Request) -> web.Response:
 async def get_metrics(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     c = service.counters
-    lines = [
-        "# HELP edge_scans_total Scans decided, by reason.",
-        "# TYPE edge_scans_total counter",
-    ]
-    by_reason = c.by_reason or {}
-    for reason in Reason:
-        result = "accepted" if reason in (Reason.OK, Reason.EXIT_OK) else "rejected"
-        lines.append(
-            f'edge_scans_total{{result="{result}",reason="{reason}"}} {by_reason.get(reason, 0)}'
-        )
     committer = service.committer
-    lines += [
-        "# HELP edge_commits_total Group commits of the scan log.",
-        "# TYPE edge_commits_total counter",
-        f"edge_commits_total {committer.commits}",
-        "# HELP edge_committed_ops_total Operations written by group commits.",
-        "# TYPE edge_committed_ops_total counter",
-        f"edge_committed_ops_total {committer.committed_ops}",
-        "# HELP edge_commit_seconds_total Time spent writing and fsyncing group commits.",
-        "# TYPE edge_commit_seconds_total counter",
-        f"edge_commit_seconds_total {committer.commit_seconds:.6f}",
-        "# HELP edge_commit_duration_seconds Duration of one group commit (write + fsync).",
-        "# TYPE edge_commit_duration_seconds histogram",
-        *_histogram("edge_commit_duration_seconds", COMMIT_BUCKETS_S,
-                    committer.commit_buckets, committer.commit_seconds),
-        "# HELP edge_quick_cancels_total Printed stock quick-cancelled.",
-        "# TYPE edge_quick_cancels_total counter",
-        f"edge_quick_cancels_total {c.quick_cancels}",
-        "# HELP edge_signature_checks_total Ed25519 verifications (index misses).",
-        "# TYPE edge_signature_checks_total counter",
-        f"edge_signature_checks_total {c.signature_checks}",
-        "# HELP edge_pending_scans Scans waiting for their commit.",
-        "# TYPE edge_pending_scans gauge",
-        f"edge_pending_scans {len(service.pending_answers)}",
+    lines = [
+        *scans_by_reason(c),
+        *counter("edge_commits_total", "Group commits of the scan log.", committer.commits),
+        *counter("edge_committed_ops_total", "Operations written by group commits.",
+                 committer.committed_ops),
+        *counter("edge_commit_seconds_total", "Time spent writing and fsyncing group commits.",
+                 round(committer.commit_seconds, 6)),
+        *histogram("edge_commit_duration_seconds",
+                   "Duration of one group commit (write + fsync).", COMMIT_BUCKETS_S,
+                   committer.commit_buckets, committer.commit_seconds),
+        *counter("edge_quick_cancels_total", "Printed stock quick-cancelled.", c.quick_cancels),
+        *counter("edge_signature_checks_total", "Ed25519 verifications (index misses).",
+                 c.signature_checks),
+        *gauge("edge_pending_scans", "Scans waiting for their commit.",
+               len(service.pending_answers)),
         "",
     ]
     return web.Response(text="\n".join(lines), content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type": "version=0.0.4"})
-
-
-def _histogram(
-    name: str, bounds: tuple[float, ...], counts: list[int], total: float
-) -> list[str]:
-    lines: list[str] = []
-    running = 0
-    for bound, count in zip(bounds, counts, strict=True):
-        running += count
-        label = "+Inf" if bound == float("inf") else f"{bound:g}"
-        lines.append(f'{name}_bucket{{le="{label}"}} {running}')
-    lines += [f"{name}_sum {total:.6f}", f"{name}_count {running}"]
-    return lines
 
 
 async def no_route(request: web.Request) -> web.Response:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -20,6 +19,7 @@ import msgspec
 
 from edge.decision import decide
 from edge.index import Index, encoder, record_decoder, state_decoder, u64
+from edge.metrics import Counters, RateMeter
 from edge.model import (
     Decision,
     Direction,
@@ -89,42 +89,6 @@ class Unverified:
 _FORGED: Final = Unverified()
 
 
-@dataclass(slots=True)
-class Counters:
-    scans: int = 0
-    accepted: int = 0
-    by_reason: dict[str, int] | None = None
-    quick_cancels: int = 0
-    signature_checks: int = 0
-
-
-class RateMeter:
-    """Scans per second over the last few whole seconds."""
-
-    WINDOW_S: Final = 10
-
-    def __init__(self) -> None:
-        self._buckets = [0] * self.WINDOW_S
-        self._second = 0
-
-    def tick(self, now: float) -> None:
-        second = int(now)
-        if second != self._second:
-            self._advance(second)
-        self._buckets[second % self.WINDOW_S] += 1
-
-    def _advance(self, second: int) -> None:
-        gap = min(second - self._second, self.WINDOW_S)
-        for i in range(1, gap + 1):
-            self._buckets[(self._second + i) % self.WINDOW_S] = 0
-        self._second = second
-
-    def rate(self, now: float) -> float:
-        self._advance(int(now)) if int(now) != self._second else None
-        full = sum(self._buckets) - self._buckets[int(now) % self.WINDOW_S]
-        return full / (self.WINDOW_S - 1)
-
-
 def day_of(start: float) -> int:
     return datetime.fromtimestamp(start, UTC).date().toordinal()
 
@@ -150,7 +114,7 @@ class ScanService:
         self.pending_quick: dict[bytes, tuple[asyncio.Future[None], QuickCancelAnswer]] = {}
         self._generation = 0
         self._verified: dict[bytes, Claims | Unverified | None] = {}
-        self.counters = Counters(by_reason={})
+        self.counters = Counters()
         self.rate = RateMeter()
         self.profiles: dict[str, GateProfile] = {}
         self.gates: dict[str, GateView] = {}
@@ -429,13 +393,7 @@ class ScanService:
         return self.committer.submit(op)
 
     def _count(self, reason: Reason, now: float) -> None:
-        c = self.counters
-        c.scans += 1
-        if reason is Reason.OK or reason is Reason.EXIT_OK:
-            c.accepted += 1
-        by = c.by_reason
-        assert by is not None
-        by[reason] = by.get(reason, 0) + 1
+        self.counters.count(reason)
         self.rate.tick(now)
 
     async def scan_batch(self, reqs: list[ScanRequest]) -> list[StoredAnswer]:
