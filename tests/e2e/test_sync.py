@@ -245,3 +245,22 @@ async def test_a_node_joining_late_knows_earlier_admissions(site: Site) -> None:
     await eventually(lambda: site.synced(b))
     assert (await site.http.scan(b, used["code"]))["reason"] == "already_used"
     assert (await site.http.scan(b, fresh["code"]))["reason"] == "ok"
+
+
+async def test_a_node_started_before_its_core_bootstraps_when_the_core_appears(
+    site: Site,
+) -> None:
+    order = await sell(site.http, site.core, site.event)
+    site.core.kill(signal.SIGKILL)
+    edge = edge_proc(site.tmp, "n1", site.core.url, site.node_token)
+    site.edges.append(edge)
+    edge.start()
+    await edge.wait_ready(site.http.session)
+    status = await site.status(edge)
+    assert status["index"]["records"] == 0 and not status["sync"]["connected"]
+    assert status["sync"]["changes"]["last_error"]
+    site.core.start()
+    await site.core.wait_ready(site.http.session)
+    await eventually(lambda: site.synced(edge), within_s=15)
+    await site.http.ok("PUT", edge.url + "/api/v1/gates/main", {"mode": "single"})
+    assert (await site.http.scan(edge, order["tickets"][0]["code"]))["reason"] == "ok"
