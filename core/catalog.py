@@ -8,7 +8,7 @@ imported, minus cancelled); ``take_seats`` is the one place that takes them.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from core import feed
@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 DEFAULT_DOORS_BEFORE_S: Final = timedelta(hours=1).total_seconds()
 MAX_ZONE_ID: Final = 0xFFFF
 """Signed codes carry the zone in 16 bits."""
+MIN_TIME: Final = 0.0
+MAX_TIME: Final = datetime(9999, 1, 1, tzinfo=UTC).timestamp()
+"""Date times the core can store, convert to local days and give back in UTC (a year-1 or
+year-9999 time with an offset falls outside ``datetime``'s range once in UTC)."""
 
 
 def create_event(tx: Tx, body: EventIn) -> dict[str, Any]:
@@ -221,6 +225,8 @@ def _insert_date(tx: Tx, event_id: int, venue: int, body: DateIn) -> int:
 
 
 def _check_window(start: float, end: float, doors: float) -> None:
+    if not all(MIN_TIME <= t <= MAX_TIME for t in (start, end, doors)):
+        raise BadRequest("bad_dates", "dates must lie between 1970 and 9999")
     if end <= start:
         raise BadRequest("bad_dates", "a date must end after it starts")
     if doors > start:

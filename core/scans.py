@@ -18,6 +18,7 @@ for the organizer (``venue_conflicts``).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,14 @@ def ingest(tx: Tx, venue: int, upload: ScanUpload) -> UploadResult:
     for item in upload.items:
         if item.ticket < 0 or item.ticket > MAX_ID:
             acks.append(Ack(item.scan_id, "refused", "bad_ticket"))
+            continue
+        # Out of SQLite's integer range (a 500), or NaN (stored as NULL: the whole
+        # upload would fail, and its retries too): refuse the one item.
+        if not 0 <= item.date <= MAX_ID:
+            acks.append(Ack(item.scan_id, "refused", "bad_date"))
+            continue
+        if not (math.isfinite(item.scanned_at) and math.isfinite(item.logged_at)):
+            acks.append(Ack(item.scan_id, "refused", "bad_time"))
             continue
         if (
             item.ticket

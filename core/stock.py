@@ -67,9 +67,15 @@ def sell_stock(tx: Tx, body: StockSellIn, policy: InvoicePolicy) -> OrderOut:
     channels = {int(r["channel"]) for r in rows}
     if len(channels) != 1:
         raise BadRequest("mixed_channels", "sell stock of one channel per order")
+    currencies = {
+        str(tx.scalar("SELECT currency FROM events WHERE id = ?", (event,)))
+        for event in {int(r["event_id"]) for r in rows}
+    }
+    if len(currencies) != 1:
+        raise BadRequest("mixed_currencies", "all tickets of an order must share one currency")
+    currency = currencies.pop()
     free = body.payment == "free"
     total = sum((Decimal(r["price"]) for r in rows), Decimal("0.00")) if not free else Decimal(0)
-    currency = tx.scalar("SELECT currency FROM events WHERE id = ?", (rows[0]["event_id"],))
     channel: SaleChannel = "box_office" if channels == {int(CHANNELS["box_office"])} else "reseller"
     order_id, number = new_order(
         tx, body.customer, body.payment, channel, total, str(currency), policy
@@ -183,7 +189,8 @@ def _parse_csv(text: str) -> list[tuple[str, str]]:
     entries: list[tuple[str, str]] = []
     seen: set[str] = set()
     try:
-        rows = list(csv.reader(io.StringIO(text)))
+        # A byte order mark (Excel's "CSV UTF-8") is not part of the first cell.
+        rows = list(csv.reader(io.StringIO(text.removeprefix("\ufeff"))))
     except csv.Error as exc:
         raise BadRequest("bad_csv", f"not a CSV file: {exc}") from exc
     for number, cells in enumerate(rows, start=1):

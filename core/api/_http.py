@@ -111,7 +111,8 @@ async def body(request: web.Request, kind: type[T], *, empty_ok: bool = False) -
 
 def path_id(request: web.Request, name: str = "id") -> int:
     text = request.match_info[name]
-    value = int(text) if text.isdigit() and len(text) < 20 else 0
+    # isdigit() alone admits '²' and other digits int() refuses: ASCII only.
+    value = int(text) if text.isascii() and text.isdigit() and len(text) < 20 else 0
     if not 1 <= value <= MAX_ID:
         raise NotFound("not_found", f"no such {name} {text!r}")
     return value
