@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
 import gc
 import logging
 import os
 import secrets
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -71,6 +74,27 @@ needs it twice per group commit (to start, and to hand the batch back after fsyn
 Python's default 5 ms every answer could wait up to 10 ms behind a busy loop."""
 
 
+class DataDirBusy(Exception):
+    """Another node or import holds the data directory."""
+
+
+@contextlib.contextmanager
+def exclusive(data: Path) -> Iterator[None]:
+    """One process per data directory: a node keeps overlays of what it has not
+    committed yet, so a second node, or an import under a running node, would act on a
+    state it cannot see. The lock is released by the kernel when the process dies."""
+    data.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data / "node.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataDirBusy(f"{data} is in use by another node or import") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def serve_blocking(config: EdgeConfig) -> None:
     """Run a node until SIGINT/SIGTERM, on uvloop."""
     sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -125,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(args.data, args.host, args.port, args.core_port, args.admin_token)
     if args.command == "import":
         try:
-            report = import_file(args.data, args.snapshot)
+            with exclusive(args.data):
+                report = import_file(args.data, args.snapshot)
+        except DataDirBusy as exc:
+            print(f"import refused: {exc}", file=sys.stderr)
+            return 2
         except (OSError, SnapshotError) as exc:
             print(f"import failed: {exc}", file=sys.stderr)
             return 2
@@ -148,5 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         sync_writes=not args.no_sync_writes, gates=gates,
         core=args.core, core_token=args.core_token, venue=args.venue,
     )
-    serve_blocking(config)
+    try:
+        with exclusive(args.data):
+            serve_blocking(config)
+    except DataDirBusy as exc:
+        print(f"serve refused: {exc}", file=sys.stderr)
+        return 2
     return 0

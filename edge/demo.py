@@ -54,7 +54,7 @@ def _seed(core_url: str, token: str, dest: Path) -> dict[str, Any]:
 
 
 def run_demo(data: Path, host: str, port: int, core_port: int, token: str) -> int:
-    from edge.cli import serve_blocking
+    from edge.cli import exclusive, serve_blocking
 
     data.mkdir(parents=True, exist_ok=True)
     core_url = f"http://127.0.0.1:{core_port}"
@@ -87,7 +87,8 @@ def run_demo(data: Path, host: str, port: int, core_port: int, token: str) -> in
             },
             core=core_url, core_token=seeded["node_token"], venue=VENUE,
         )
-        serve_blocking(config)
+        with exclusive(data / "node"):
+            serve_blocking(config)
     finally:
         if core.poll() is None:
             os.killpg(core.pid, signal.SIGTERM)
