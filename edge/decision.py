@@ -23,7 +23,16 @@ from __future__ import annotations
 
 from edge.model import Decision, GateView, Result
 from sync.codes import Kind
-from sync.rules import NO_LIMITS, Direction, Limits, Reason, ScanState, resolve_direction, step
+from sync.rules import (
+    NO_LIMITS,
+    Direction,
+    Limits,
+    Reason,
+    ScanState,
+    entry_if_auto,
+    resolve_direction,
+    step,
+)
 from sync.snapshot import Date, PassProduct, Record, Status
 
 _ACCEPTED = Result.ACCEPTED
@@ -97,16 +106,16 @@ def decide(
     if status:
         return _refuse(
             Reason.CANCELLED if status == Status.CANCELLED else Reason.UNPAID,
-            _ENTRY if direction == Direction.AUTO else direction,
+            entry_if_auto(direction),
         )
     if record.kind == Kind.TICKET:
         date = gate.dates.get(record.date)
         if date is None:
-            return _refuse(Reason.WRONG_DATE, _ENTRY if direction == Direction.AUTO else direction)
+            return _refuse(Reason.WRONG_DATE, entry_if_auto(direction))
     else:
         found = _pass_date(record, product, gate, now, state, direction)
         if isinstance(found, Reason):
-            return _refuse(found, _ENTRY if direction == Direction.AUTO else direction)
+            return _refuse(found, entry_if_auto(direction))
         date = found
     date_id = date.id
     direction = resolve_direction(state, gate.mode, direction, date_id)

@@ -32,7 +32,7 @@ import msgspec
 
 from edge.decision import limits_of
 from edge.importer import ImportReport, import_into
-from edge.index import U64, encoder, record_decoder, state_decoder, u64
+from edge.index import U64, encoder, record_decoder, u64
 from edge.scan import ScanService
 from edge.scanlog import CommitFailed, GroupCommitter, LogEntry, log_decoder
 from sync.client import (
@@ -47,7 +47,7 @@ from sync.client import (
 )
 from sync.codes import KeyRing, code_digest, verify_feed
 from sync.feed import Backoff, Link
-from sync.rules import EMPTY_STATE, Direction, Mode, Reason, ScanState, step
+from sync.rules import Direction, Mode, Reason, ScanState, step
 from sync.snapshot import Catalog, Record, SnapshotReader
 from sync.wire import (
     CatalogChanged,
@@ -237,23 +237,30 @@ class Follower:
                 if isinstance(c, ScanAdmitted) and (pending.own or c.node != self.node_id)
             ]
             after = batch.cursor
-            await self._commit_admissions(admitted, {}, None, done=after >= pending.upto)
+            await self._commit_admissions(
+                admitted, {}, None, self._end_replay if after >= pending.upto else None
+            )
             replayed += len(admitted)
             if not batch.more and after < pending.upto:
                 break
         if after < pending.upto:  # pragma: no cover - the core answered short; try later
             raise CoreUnavailable("admissions replay ended early")
-        await self._commit_admissions([], {}, None, done=True)
+        await self._commit_admissions([], {}, None, self._end_replay)
         log.info("replayed %d admissions up to cursor %d", replayed, pending.upto)
+
+    def _end_replay(self, txn: Any) -> None:
+        txn.delete(b"replay", db=self.index.meta)
 
     async def _commit_admissions(
         self,
         admitted: list[ScanAdmitted],
         records: dict[int, Record],
         catalog: Catalog | None,
-        *,
-        done: bool,
+        also: Callable[[Any], None] | None,
     ) -> None:
+        """Apply other nodes' admissions to scan state, with *also* (records, cursor,
+        end of a replay) in the same transaction; the new states are reserved in the
+        pending overlay like local scans until the commit."""
         states = self._reserve_foreign(admitted, records, catalog)
         rows = [(ident, encoder.encode(state)) for ident, (state, _gen) in states.items()]
         index = self.index
@@ -261,8 +268,8 @@ class Follower:
         def op(txn: Any, _committer: GroupCommitter) -> None:
             for ident, raw in rows:
                 txn.put(u64(ident), raw, db=index.state)
-            if done:
-                txn.delete(b"replay", db=index.meta)
+            if also is not None:
+                also(txn)
 
         try:
             await self.committer.submit(op)
@@ -323,14 +330,12 @@ class Follower:
                 catalog = change.catalog
             elif isinstance(change, ScanAdmitted) and change.node != self.node_id:
                 admitted.append(change)
-        states = self._reserve_foreign(admitted, records, catalog)
         cursor_raw = encoder.encode(batch.cursor)
         catalog_raw = encoder.encode(catalog) if catalog is not None else None
         record_rows = [(r, encoder.encode(r)) for r in records.values()]
-        state_rows = [(ident, encoder.encode(state)) for ident, (state, _gen) in states.items()]
         index = self.index
 
-        def op(txn: Any, _committer: GroupCommitter) -> None:
+        def write(txn: Any) -> None:
             for record, raw in record_rows:
                 key = u64(record.id)
                 old_raw = txn.get(key, db=index.records)
@@ -344,17 +349,11 @@ class Follower:
                 txn.put(record.code_digest, key, db=index.codes)
                 for uid in record.media:
                     txn.put(code_digest(uid), key, db=index.media)
-            for ident, raw in state_rows:
-                txn.put(u64(ident), raw, db=index.state)
             if catalog_raw is not None:
                 txn.put(b"catalog", catalog_raw, db=index.meta)
             txn.put(b"cursor", cursor_raw, db=index.meta)
 
-        try:
-            await self.committer.submit(op)
-        finally:
-            for ident, (_state, generation) in states.items():
-                self.service.release_state(ident, generation)
+        await self._commit_admissions(admitted, records, catalog, write)
         if catalog is not None:
             self.service.reload()
         self.applied_changes += len(batch.changes)
@@ -383,7 +382,7 @@ class Follower:
                 date = dates.get(item.date)
                 if record is None or date is None:
                     continue
-                state = states[item.ticket][0] if item.ticket in states else self._state(
+                state = states[item.ticket][0] if item.ticket in states else self.service.state_in(
                     txn, item.ticket
                 )
                 product = products.get(record.event) if record.kind else None
@@ -401,13 +400,6 @@ class Follower:
                 generation = self.service.reserve_state(item.ticket, new_state)
                 states[item.ticket] = (new_state, generation)
         return states
-
-    def _state(self, txn: Any, ident: int) -> ScanState:
-        pending = self.service.pending_state.get(ident)
-        if pending is not None:
-            return pending[0]
-        raw = txn.get(u64(ident), db=self.index.state)
-        return state_decoder.decode(raw) if raw else EMPTY_STATE
 
     # -- uploading -------------------------------------------------------------------
 

@@ -43,10 +43,11 @@ from sync.codes import (
     ParsedCode,
     code_digest,
     is_signed_text,
+    normalize,
     parse,
     verify,
 )
-from sync.rules import EMPTY_STATE, Reason, ScanState
+from sync.rules import EMPTY_STATE, Reason, ScanState, entry_if_auto
 from sync.snapshot import Catalog, Channel, Date, PassProduct, Record, Status
 
 MAX_SCAN_ID_CHARS: Final = 128
@@ -241,7 +242,7 @@ class ScanService:
         )
 
     def _record(self, txn: Any, key: bytes) -> Record | Reason:
-        (ident,) = (int.from_bytes(key, "big"),)
+        ident = int.from_bytes(key, "big")
         pending = self.pending_records.get(ident)
         if pending is not None:
             return pending
@@ -279,7 +280,9 @@ class ScanService:
         if self.pending_state.get(ident, (None, 0))[1] == generation:
             del self.pending_state[ident]
 
-    def _state(self, txn: Any, ident: int) -> ScanState:
+    def state_in(self, txn: Any, ident: int) -> ScanState:
+        """A ticket's scan state as the next decision must see it: the pending overlay
+        (decided, not committed yet) first, then the index, read in *txn*."""
         pending = self.pending_state.get(ident)
         if pending is not None:
             return pending[0]
@@ -310,14 +313,14 @@ class ScanService:
             remembered = txn.get(sid, db=self.index.answers)
             if remembered is not None:
                 return answer_decoder.decode(remembered)
-            found = self._find(txn, req.code.strip())
+            found = self._find(txn, normalize(req.code))
             if isinstance(found, Reason):
                 record = None
-                decision = Decision(Result.REJECTED, found, _entry(req.direction), None)
+                decision = Decision(Result.REJECTED, found, entry_if_auto(req.direction), None)
                 state = EMPTY_STATE
             else:
                 record = found
-                state = self._state(txn, record.id)
+                state = self.state_in(txn, record.id)
                 product = self.products.get(record.event) if record.kind else None
                 decision = decide(record, state, gate, at, req.direction, product)
         # A finished read transaction keeps its LMDB reader slot (126 in all) until it is
@@ -428,20 +431,21 @@ class ScanService:
             await asyncio.shield(waiting[0])
             return waiting[1]
         now = self.clock()
+        code = normalize(code)
         new_record: Record | None = None
         ident = 0
         with self.env.begin() as txn:
             remembered = txn.get(sid, db=self.index.answers)
             if remembered is not None:
                 return _quick_decoder.decode(remembered)
-            found = self._find(txn, code.strip())
+            found = self._find(txn, code)
             if isinstance(found, Reason):
                 reason: str = found
             else:
                 ident = found.id
                 if found.status == Status.CANCELLED:
                     reason = Reason.CANCELLED
-                elif self._state(txn, ident).entries:
+                elif self.state_in(txn, ident).entries:
                     reason = Reason.ALREADY_USED
                 elif found.sold or found.channel == Channel.ONLINE:
                     reason = QUICK_CANCEL_SOLD
@@ -452,7 +456,7 @@ class ScanService:
         result = Result.ACCEPTED if new_record is not None else Result.REJECTED
         answer = QuickCancelAnswer(result, reason)
         entry = LogEntry(scan_id, ident, result, reason, Direction.ENTRY, "", "",
-                         0, now, now, "quick_cancel", False, code.strip())
+                         0, now, now, "quick_cancel", False, code)
         if new_record is not None:
             self.pending_records[ident] = new_record
         committed = self._log(
@@ -468,7 +472,3 @@ class ScanService:
                 self.pending_records.pop(ident, None)
         self.counters.quick_cancels += result is Result.ACCEPTED
         return answer
-
-
-def _entry(direction: Direction) -> Direction:
-    return Direction.ENTRY if direction == Direction.AUTO else direction

@@ -125,7 +125,6 @@ class GroupCommitter:
         self.next_seq = index.last_key(index.scanlog) + 1
         self.commits = 0
         self.committed_ops = 0
-        self.last_commit_at = 0.0
         self.commit_seconds = 0.0
         self.commit_buckets = [0] * len(COMMIT_BUCKETS_S)
         """Commits per duration bucket (cumulative counts are built when exported)."""
@@ -229,7 +228,6 @@ class GroupCommitter:
             else:
                 self.commits += 1
                 self.committed_ops += len(batch)
-                self.last_commit_at = time.time()
                 return None
         return CommitFailed("the map could not grow enough")
 

@@ -35,10 +35,6 @@ class Backoff:
         self.cap = cap
         self._attempt = 0
 
-    @property
-    def attempt(self) -> int:
-        return self._attempt
-
     def next_delay(self, rng: RandomSource = random) -> float:
         ceiling = min(self.cap, self.base * FACTOR**self._attempt)
         self._attempt += 1

@@ -91,6 +91,11 @@ class ScanState(msgspec.Struct, frozen=True, array_like=True, gc=False):
 EMPTY_STATE = ScanState()
 
 
+def entry_if_auto(direction: Direction) -> Direction:
+    """The direction of a scan refused before any date applies: ``auto`` counts as entry."""
+    return Direction.ENTRY if direction == Direction.AUTO else direction
+
+
 def resolve_direction(state: ScanState, mode: Mode, direction: Direction, date: int) -> Direction:
     if direction == Direction.AUTO:
         if mode == Mode.ENTRY_EXIT and state.inside == date and date:
