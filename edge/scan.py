@@ -1,19 +1,21 @@
 """ScanService: the one place where I/O and the scan decision meet.
 
-One scan (see ARCHITECTURE.md): remembered answer by scan_id → find the record (digest
-lookup, or signature check for signed codes the index does not know) → prior state
-(pending overlay first) → ``decide`` → reserve the new state in the overlay → group
-commit → answer. From the lookup to the reservation there is no ``await``, so two
-concurrent scans of one ticket on this loop always see each other.
+One scan (see ARCHITECTURE.md) joins the batch of its loop round; per scan of the batch,
+in order: remembered answer by scan_id → find the record (digest lookup, or signature
+check for signed codes the index does not know) → prior state (pending overlay first) →
+``decide`` → reserve the new state in the overlay; then one group commit for the batch →
+answers. Deciding a batch has no ``await``, so two scans of one ticket always see each
+other. Per batch rather than per scan: one read transaction, one write, one future.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -30,6 +32,8 @@ from edge.model import (
     TicketInfo,
 )
 from edge.scanlog import (
+    Commit,
+    CommitFailed,
     GroupCommitter,
     LogEntry,
     QuickCancelAnswer,
@@ -49,6 +53,8 @@ from sync.codes import (
 )
 from sync.rules import EMPTY_STATE, Reason, ScanState, entry_if_auto
 from sync.snapshot import Catalog, Channel, Date, PassProduct, Record, Status
+
+log = logging.getLogger(__name__)
 
 MAX_SCAN_ID_CHARS: Final = 128
 MAX_GATE_CHARS: Final = 64
@@ -90,6 +96,42 @@ class Unverified:
 _FORGED: Final = Unverified()
 
 
+class _Slot:
+    """One scan waiting in a decision batch; ``answer`` is set when it is decided."""
+
+    __slots__ = ("answer", "error", "gate", "offline", "req", "sid")
+
+    def __init__(self, req: ScanRequest, sid: bytes, gate: GateView, offline: bool) -> None:
+        self.req = req
+        self.sid = sid
+        self.gate = gate
+        self.offline = offline
+        self.answer: StoredAnswer | None = None
+        self.error: Exception | None = None
+
+
+class _Row(NamedTuple):
+    """A decided scan on its way to the log: what the writer stores for it."""
+
+    sid: bytes
+    entry: LogEntry
+    answer: StoredAnswer
+    answer_raw: bytes
+    ident: int
+    state_raw: bytes | None
+
+
+class _Batch:
+    """The scans that arrived in one round of the event loop, decided together and
+    committed together; ``done`` resolves once their log entries are on disk."""
+
+    __slots__ = ("done", "slots")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.done: asyncio.Future[None] = Commit(loop=loop)
+        self.slots: list[_Slot] = []
+
+
 def day_of(start: float) -> int:
     return datetime.fromtimestamp(start, UTC).date().toordinal()
 
@@ -113,6 +155,8 @@ class ScanService:
         self.pending_answers: dict[bytes, tuple[asyncio.Future[None], StoredAnswer]] = {}
         """Scans decided but not committed yet: a retry of one waits for the same commit."""
         self.pending_quick: dict[bytes, tuple[asyncio.Future[None], QuickCancelAnswer]] = {}
+        self._batch: _Batch | None = None
+        """The decision batch scans join until its callback runs (``scan``)."""
         self._generation = 0
         self._verified: dict[bytes, Claims | Unverified | None] = {}
         self.counters = Counters()
@@ -298,54 +342,102 @@ class ScanService:
         return view
 
     async def scan(self, req: ScanRequest, *, offline: bool = False) -> StoredAnswer:
-        """Decide, log durably, and answer one scan. The same scan_id, the same answer."""
+        """Decide, log durably, and answer one scan. The same scan_id, the same answer.
+
+        The scan joins the batch of everything that arrived in this round of the event
+        loop: one callback decides them all in arrival order in one read transaction,
+        then one logged write carries them to the group committer (see ``_decide``).
+        """
         sid = req.scan_id.encode()
         waiting = self.pending_answers.get(sid)
         if waiting is not None:
             await asyncio.shield(waiting[0])
             return waiting[1]
         gate = self.gate(req.gate)
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch(self.committer.loop)
+            self.committer.loop.call_soon(self._decide, batch)
+        slot = _Slot(req, sid, gate, offline)
+        batch.slots.append(slot)
+        await batch.done
+        if slot.error is not None:
+            raise slot.error
+        answer = slot.answer
+        assert answer is not None
+        return answer
+
+    def _decide(self, batch: _Batch) -> None:
+        """Decide every scan of *batch* in order, reserve their states in the pending
+        overlay, and queue their log entries, states and answers as one write."""
+        if self._batch is batch:
+            self._batch = None
         now = self.clock()
-        at = now
-        if req.scanned_at is not None and offline:
-            at = min(req.scanned_at, now + MAX_FUTURE_SKEW_S)
-        with self.env.begin() as txn:
-            remembered = txn.get(sid, db=self.index.answers)
-            if remembered is not None:
-                return answer_decoder.decode(remembered)
-            found = self._find(txn, normalize(req.code))
-            if isinstance(found, Reason):
-                record = None
-                decision = Decision(Result.REJECTED, found, entry_if_auto(req.direction), None)
-                state = EMPTY_STATE
-            else:
-                record = found
-                state = self.state_in(txn, record.id)
-                product = self.products.get(record.event) if record.kind else None
-                decision = decide(record, state, gate, at, req.direction, product)
+        rows: list[_Row] = []
+        reserved: list[tuple[int, int]] = []
+        pending = self.pending_answers
+        try:
+            with self.env.begin() as txn:
+                for slot in batch.slots:
+                    sid = slot.sid
+                    waiting = pending.get(sid)
+                    if waiting is not None:
+                        # The same scan_id earlier in this batch, or in a batch whose
+                        # commit comes before this one's: the same answer.
+                        slot.answer = waiting[1]
+                        continue
+                    remembered = txn.get(sid, db=self.index.answers)
+                    if remembered is not None:
+                        slot.answer = answer_decoder.decode(remembered)
+                        continue
+                    try:
+                        row = self._decide_one(txn, slot, now, reserved)
+                    except Exception as exc:  # a bug: this scan fails, not its batch
+                        log.exception("scan %r failed", slot.req.scan_id)
+                        slot.error = exc
+                        continue
+                    rows.append(row)
+                    pending[sid] = (batch.done, row.answer)
+        except Exception as exc:  # the index failed: nothing of the batch is decided
+            log.exception("deciding a batch of %d scans failed", len(batch.slots))
+            self._settle(batch, rows, reserved, now, exc)
+            return
         # A finished read transaction keeps its LMDB reader slot (126 in all) until it is
         # freed: never let this frame hold one across the commit wait.
         del txn
-        return await self._record_scan(sid, req, record, state, decision, gate, at, now, offline)
+        if not rows:
+            batch.done.set_result(None)
+            return
+        committed = self._log_scans(rows)
+        committed.add_done_callback(
+            lambda fut: self._settle(batch, rows, reserved, now, fut.exception())
+        )
 
-    async def _record_scan(
+    def _decide_one(
         self,
-        sid: bytes,
-        req: ScanRequest,
-        record: Record | None,
-        state: ScanState,
-        decision: Decision,
-        gate: GateView,
-        at: float,
+        txn: Any,
+        slot: _Slot,
         now: float,
-        offline: bool,
-    ) -> StoredAnswer:
-        new_state = decision.new_state
+        reserved: list[tuple[int, int]],
+    ) -> _Row:
+        req = slot.req
+        gate = slot.gate
+        at = now
+        if req.scanned_at is not None and slot.offline:
+            at = min(req.scanned_at, now + MAX_FUTURE_SKEW_S)
+        found = self._find(txn, normalize(req.code))
         ticket: TicketInfo | None = None
         entries: int | None = None
         ident = 0
-        if record is not None:
+        new_state: ScanState | None = None
+        if isinstance(found, Reason):
+            decision = Decision(Result.REJECTED, found, entry_if_auto(req.direction), None)
+        else:
+            record = found
             ident = record.id
+            state = self.state_in(txn, ident)
+            product = self.products.get(record.event) if record.kind else None
+            decision = decide(record, state, gate, at, req.direction, product)
             date = self.dates.get(decision.date) if decision.date else None
             ticket = TicketInfo(
                 ident,
@@ -356,35 +448,73 @@ class ScanService:
                 record.holder,
                 record.order,
             )
+            new_state = decision.new_state
             entries = (new_state or state).entries
         answer = StoredAnswer(decision.result, decision.reason, decision.direction, ticket, entries)
         entry = LogEntry(
             req.scan_id, ident, decision.result, decision.reason, decision.direction,
-            req.gate, gate.mode, decision.date, at, now, "scan", offline,
+            req.gate, gate.mode, decision.date, at, now, "scan", slot.offline,
         )
-        generation = 0
-        if new_state is not None:
-            generation = self.reserve_state(ident, new_state)
-        committed = self._log(
-            sid, entry, encoder.encode(answer), self.index.state, ident,
+        row = _Row(
+            slot.sid, entry, answer, encoder.encode(answer), ident,
             encoder.encode(new_state) if new_state is not None else None,
         )
-        self.pending_answers[sid] = (committed, answer)
-        try:
-            await committed
-        finally:
-            del self.pending_answers[sid]
-            if generation:
-                self.release_state(ident, generation)
-        self._count(answer.reason, now)
-        return answer
+        # Last, so that a failure above leaves nothing reserved.
+        if new_state is not None:
+            reserved.append((ident, self.reserve_state(ident, new_state)))
+        slot.answer = answer
+        return row
+
+    def _settle(
+        self,
+        batch: _Batch,
+        rows: list[_Row],
+        reserved: list[tuple[int, int]],
+        now: float,
+        error: BaseException | None,
+    ) -> None:
+        """After the batch's commit (or its failure): drop what the overlays held for
+        it, count the scans, and wake the requests."""
+        pending = self.pending_answers
+        for row in rows:
+            pending.pop(row.sid, None)
+        for ident, generation in reserved:
+            self.release_state(ident, generation)
+        if batch.done.done():
+            return
+        if error is None:
+            for row in rows:
+                self._count(row.answer.reason, now)
+            batch.done.set_result(None)
+        else:
+            batch.done.set_exception(
+                error if isinstance(error, CommitFailed) else CommitFailed(str(error))
+            )
+
+    def _log_scans(self, rows: list[_Row]) -> asyncio.Future[None]:
+        """Queue a batch of scans as one logged write: for each, the log entry, the
+        remembered answer, and the new state when there is one."""
+        answers = self.index.answers
+        states = self.index.state
+
+        def op(txn: Any, committer: GroupCommitter) -> None:
+            put = txn.put
+            for row in rows:
+                committer.append_log(txn, row.entry)
+                if row.state_raw is not None:
+                    put(u64(row.ident), row.state_raw, db=states)
+                put(row.sid, row.answer_raw, db=answers)
+
+        # This callback already gathered the round's scans: no need to wait for the
+        # committer's own end-of-round hand-over.
+        return self.committer.submit(op, at_once=True)
 
     def _log(
         self, sid: bytes, entry: LogEntry, answer_raw: bytes, db: Any, ident: int,
         raw: bytes | None,
     ) -> asyncio.Future[None]:
-        """Queue one logged write: the log entry, the remembered answer, and the new
-        state (scans) or record (quick cancels) when there is one; all in one commit."""
+        """Queue one logged write (quick cancels): the log entry, the remembered answer,
+        and the new record when there is one; all in one commit."""
         answers = self.index.answers
 
         def op(txn: Any, committer: GroupCommitter) -> None:
@@ -406,16 +536,11 @@ class ScanService:
         now = self.clock()
         times = [now if r.scanned_at is None else r.scanned_at for r in reqs]
         order = sorted(range(len(reqs)), key=times.__getitem__)
-        results: list[StoredAnswer | None] = [None] * len(reqs)
-        tasks: list[tuple[int, asyncio.Task[StoredAnswer]]] = []
-        for i in order:
-            # Each task decides synchronously up to its commit wait, in this order.
-            task = asyncio.ensure_future(self.scan(reqs[i], offline=True))
-            await asyncio.sleep(0)
-            tasks.append((i, task))
-        for i, task in tasks:
-            results[i] = await task
-        return [r for r in results if r is not None]
+        # Tasks start in creation order, so they join the decision batch in time order.
+        tasks = {i: asyncio.ensure_future(self.scan(reqs[i], offline=True)) for i in order}
+        if tasks:
+            await asyncio.wait(tasks.values())
+        return [tasks[i].result() for i in range(len(reqs))]
 
     # -- quick cancellation ----------------------------------------------------------
 

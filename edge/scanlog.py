@@ -90,7 +90,7 @@ class CommitFailed(Exception):
     """The batch's transaction could not be committed; nothing of it is on disk."""
 
 
-class _Commit(asyncio.Future[None]):
+class Commit(asyncio.Future[None]):
     """A queued write cannot be called off. Cancelling the task that waits for it (a
     request cancelled at shutdown) only takes effect once the commit is done, so the
     scan's reservation in the pending overlay lasts exactly as long as it must."""
@@ -113,6 +113,8 @@ class GroupCommitter:
     def __init__(self, index: Index, loop: asyncio.AbstractEventLoop) -> None:
         self._index = index
         self._loop = loop
+        self.loop = loop
+        """The event loop the callers' futures belong to."""
         self._batch: list[tuple[WriteFn, asyncio.Future[None]]] = []
         self._scheduled = False
         self._closed = True
@@ -138,13 +140,18 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="edge-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, op: WriteFn) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = _Commit(loop=self._loop)
+    def submit(self, op: WriteFn, *, at_once: bool = False) -> asyncio.Future[None]:
+        """Queue *op*; it is handed to the writer with everything else submitted in
+        this round of the loop, or *at_once* (with what is already waiting, in order)
+        when the caller has gathered a round's writes itself."""
+        fut: asyncio.Future[None] = Commit(loop=self._loop)
         if self._closed:
             fut.set_exception(CommitFailed("the node is not accepting writes"))
             return fut
         self._batch.append((op, fut))
-        if not self._scheduled:
+        if at_once:
+            self._hand_over()
+        elif not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._hand_over)
         return fut

@@ -23,7 +23,10 @@ async def test_cancelled_scan_keeps_its_reservation_until_committed(tmp_path, ve
         service = ScanService(index, committer)
         await service.put_gate("main", GateProfile(Mode.SINGLE, dates=[10]))
         first = asyncio.create_task(service.scan(ScanRequest("a", code, "main")))
-        await asyncio.sleep(0)  # decided, reserved, waiting for its commit
+        for _ in range(10):  # until it is decided, reserved, waiting for its commit
+            await asyncio.sleep(0)
+            if service.pending_state:
+                break
         assert service.pending_state
         first.cancel()
         await asyncio.sleep(0)

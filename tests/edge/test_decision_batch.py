@@ -1,0 +1,87 @@
+"""Scans that arrive in one loop round are decided as one batch, in arrival order, and
+committed together: each must still get exactly the answer it would get alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import edge.scan
+from edge.importer import import_file
+from edge.index import Index
+from edge.model import GateProfile, Mode, ScanRequest
+from edge.scan import ScanService, UnknownGate
+from edge.scanlog import GroupCommitter
+from tests.venue import Venue
+
+
+@pytest.fixture
+async def service(tmp_path: Path, venue: Venue) -> AsyncIterator[ScanService]:
+    venue.add_ticket("a")
+    venue.add_ticket("b")
+    data = tmp_path / "node"
+    import_file(data, venue.write(tmp_path / "venue.snap"))
+    index = Index(data)
+    committer = GroupCommitter(index, asyncio.get_running_loop())
+    committer.start()
+    try:
+        svc = ScanService(index, committer)
+        await svc.put_gate("main", GateProfile(Mode.SINGLE, dates=[10]))
+        yield svc
+    finally:
+        await committer.stop()
+        index.close()
+
+
+async def test_one_round_mixed_batch(service: ScanService, venue: Venue) -> None:
+    a, b = venue.codes["a"], venue.codes["b"]
+    commits_before = service.committer.commits
+    reqs = [
+        ScanRequest("1", a, "main"),
+        ScanRequest("1", a, "main"),  # a retry inside the same round
+        ScanRequest("2", a, "main"),  # the same ticket again, another scanner
+        ScanRequest("3", "NOT-A-CODE", "main"),
+        ScanRequest("4", b, "main"),
+    ]
+    tasks = [asyncio.create_task(service.scan(r)) for r in reqs]
+    unknown_gate = asyncio.create_task(service.scan(ScanRequest("5", b, "nowhere")))
+    answers = await asyncio.gather(*tasks)
+    with pytest.raises(UnknownGate):
+        await unknown_gate
+    assert [x.reason for x in answers] == ["ok", "ok", "already_used", "unknown", "ok"]
+    assert answers[0] == answers[1]
+    assert service.committer.commits == commits_before + 1  # one write for the round
+    assert service.index.state_of(venue.ids["a"]).entries == 1
+    assert service.counters.scans == 4  # the retry is not counted twice
+    assert not service.pending_state and not service.pending_answers
+    # Remembered after the commit too: the retry gets the first answer, not already_used.
+    assert await service.scan(ScanRequest("1", a, "main")) == answers[0]
+
+
+async def test_a_failing_scan_fails_alone(
+    service: ScanService, venue: Venue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug deciding one scan (simulated: nothing a client sends reaches it) answers that
+    scan with an error and leaves the rest of its round decided and stored."""
+    a, b = venue.codes["a"], venue.codes["b"]
+    real = edge.scan.decide
+    bad_id = venue.ids["b"]
+
+    def decide(record, *args):  # type: ignore[no-untyped-def]
+        if record.id == bad_id:
+            raise RuntimeError("bug")
+        return real(record, *args)
+
+    monkeypatch.setattr(edge.scan, "decide", decide)
+    good = asyncio.create_task(service.scan(ScanRequest("g", a, "main")))
+    bad = asyncio.create_task(service.scan(ScanRequest("b", b, "main")))
+    assert (await good).reason == "ok"
+    with pytest.raises(RuntimeError):
+        await bad
+    assert not service.pending_state and not service.pending_answers
+    monkeypatch.setattr(edge.scan, "decide", real)
+    # Nothing was stored for the failed scan: its retry is decided afresh.
+    assert (await service.scan(ScanRequest("b", b, "main"))).reason == "ok"
