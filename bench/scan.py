@@ -412,8 +412,10 @@ def run_wrk(
     threads: int,
     pid: int,
     nonce: str,
+    perf: Path | None = None,
 ) -> dict[str, Any]:
-    """One wrk run; adds the server's CPU share (``server_cpu``) and requests/s."""
+    """One wrk run; adds the server's CPU share (``server_cpu``) and requests/s. With
+    *perf*, ``perf record -g`` samples the server meanwhile into that file."""
     argv = [
         "wrk",
         f"-t{threads}",
@@ -434,8 +436,20 @@ def run_wrk(
     cpu0 = cpu_seconds(pid)
     core0 = cpu_times(server_core)
     foreign = ForeignCpu()
+    recorder = None
+    if perf is not None:
+        recorder = subprocess.Popen(
+            ["perf", "record", "-g", "-q", "-p", str(pid), "-o", str(perf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     t0 = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    finally:
+        if recorder is not None:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(30)
     wall = time.perf_counter() - t0
     cpu1 = cpu_seconds(pid)
     core1 = cpu_times(server_core)
@@ -592,8 +606,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for rnd in range(args.rounds):
             if rnd:
                 wait_quiet(args.quiet_wait)
+            perf = run_dir / f"baseline-{rnd}.perf" if args.perf else None
             bases.append(
-                run_wrk(base_url, base_bodies, token, args.seconds, *wrk, bpid, f"{nonce}b{rnd}")
+                run_wrk(
+                    base_url, base_bodies, token, args.seconds, *wrk, bpid, f"{nonce}b{rnd}",
+                    perf,
+                )
             )
             if node_proc is None:
                 continue
@@ -609,7 +627,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             taken = write_bodies(full_bodies, args.threads, full_lines, pools, rng)
             wait_quiet(args.quiet_wait)
             before = metric_reasons(node_url, token)
-            full = run_wrk(node_url, full_bodies, token, args.seconds, *wrk, pid, f"{nonce}n{rnd}")
+            perf = run_dir / f"node-{rnd}.perf" if args.perf else None
+            full = run_wrk(
+                node_url, full_bodies, token, args.seconds, *wrk, pid, f"{nonce}n{rnd}", perf
+            )
             full["metrics_reasons"] = dict((metric_reasons(node_url, token) - before).most_common())
             if not full["wraps"]:
                 for t, sent in zip(taken, full["sent"]):
@@ -696,7 +717,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for proc in reversed(procs):
             proc.stop()
-        if not args.keep:
+        if not (args.keep or args.perf):
             shutil.rmtree(run_dir, ignore_errors=True)
     # Saturation: the pinned core's busy share when known (it includes kernel work on
     # the server's behalf: loopback softirq, fsync), else the process's own CPU share.
@@ -742,6 +763,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-half-rate", dest="half_rate", action="store_false")
     parser.add_argument("--no-node", dest="node", action="store_false", help="baseline only")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
+    parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="record each measured phase with `perf record -g` into the run directory "
+        "(implies --keep; perf adds load, so figures of such a run are not comparable)",
+    )
     parser.add_argument(
         "--rounds", type=int, default=1, help="baseline+node rounds; the best of each counts"
     )
