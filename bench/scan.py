@@ -13,8 +13,10 @@ One run does, on loopback only:
    keep-alive, realistic ``POST /api/v1/scans`` bodies (``bench/scan.lua``); measures
    each server's CPU use during the run (``server_cpu`` near 1.0 means the server was
    the bottleneck, not the load generator);
-5. offers the node half the rate it reached, open-loop at a fixed rate
-   (``bench.rate``), and reports p99 from each request's scheduled time.
+5. offers the baseline, then the node, half the rate the node reached, open-loop at a
+   fixed rate (``bench.rate``), and reports p99 from each request's scheduled time and
+   each server's CPU share at that rate (``baseline_half_rate_cpu``, ``half_rate_cpu``):
+   at a fixed rate, CPU per request is what sets the queueing delay.
 
 The scan mix: mostly first entries of valid tickets at open dates, repeats
 (``already_used``), entries and exits at an entry/exit gate, passes walking through
@@ -476,6 +478,36 @@ def run_wrk(
     return result
 
 
+def open_loop(
+    url: str,
+    pid: int,
+    token: str,
+    lines: list[bytes],
+    rate: float,
+    args: argparse.Namespace,
+    nonce: str,
+) -> dict[str, Any]:
+    """One fixed-rate run against *url*; adds the server's CPU share (``server_cpu``)
+    and the CPU other processes used meanwhile (``foreign_cores``)."""
+    meter = ForeignCpu()
+    cpu0 = cpu_seconds(pid)
+    t0 = time.perf_counter()
+    result = fixed_rate(
+        "127.0.0.1",
+        int(url.rsplit(":", 1)[1]),
+        token,
+        lines,
+        rate,
+        args.seconds,
+        args.rate_connections,
+        nonce,
+    )
+    took = time.perf_counter() - t0
+    result["server_cpu"] = round((cpu_seconds(pid) - cpu0) / took, 3) if took else 0.0
+    result["foreign_cores"] = meter.cores()
+    return result
+
+
 def metric_reasons(base: str, token: str) -> Counter[str]:
     try:
         status, body = http("GET", base + "/metrics", token)
@@ -679,24 +711,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "too few fresh codes left for the half-rate run: raise --tickets"
                     )
                 halves: list[dict[str, Any]] = []
+                base_halves: list[dict[str, Any]] = []
                 for rnd in range(args.rounds):
                     count = int(half * args.seconds * 1.05) + 100
                     lines = scan_lines(pools, count, rng)
+                    # The baseline at the same rate, with the same bodies: the latency
+                    # and CPU per request of a bare server under the same offered load.
                     wait_quiet(args.quiet_wait)
-                    meter = ForeignCpu()
-                    result = fixed_rate(
-                        "127.0.0.1",
-                        int(node_url.rsplit(":", 1)[1]),
-                        token,
-                        lines,
-                        half,
-                        args.seconds,
-                        args.rate_connections,
-                        f"{nonce}h{rnd}",
+                    base_halves.append(
+                        open_loop(base_url, bpid, token, lines, half, args, f"{nonce}bh{rnd}")
                     )
-                    result["foreign_cores"] = meter.cores()
-                    halves.append(result)
+                    wait_quiet(args.quiet_wait)
+                    halves.append(
+                        open_loop(node_url, pid, token, lines, half, args, f"{nonce}h{rnd}")
+                    )
+                base_half = min(base_halves, key=lambda r: float(r["p99_ms"]))
+                figures["baseline_p50_half_rate_ms"] = base_half["p50_ms"]
+                figures["baseline_p99_half_rate_ms"] = base_half["p99_ms"]
+                figures["baseline_half_rate_cpu"] = base_half["server_cpu"]
                 result = min(halves, key=lambda r: float(r["p99_ms"]))
+                figures["half_rate_cpu"] = result["server_cpu"]
                 figures["half_rate_foreign_cores"] = result["foreign_cores"]
                 figures["half_rate_per_s"] = result["achieved_per_s"]
                 figures["p50_half_rate_ms"] = result["p50_ms"]
@@ -794,7 +828,8 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"scan: node {figures['scans_per_s']:,.0f}/s, baseline "
             f"{figures['baseline_per_s']:,.0f}/s (ratio {figures['ratio']}), p99 "
-            f"{figures['p99_ms']} ms, p99 at half rate {figures.get('p99_half_rate_ms')} ms"
+            f"{figures['p99_ms']} ms, p99 at half rate {figures.get('p99_half_rate_ms')} ms "
+            f"(baseline {figures.get('baseline_p99_half_rate_ms')} ms)"
         )
     emit(figures)
     return 0
