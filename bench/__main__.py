@@ -3,7 +3,8 @@
 Names: ``dataset`` (snapshot + CODES.jsonl + gates.json), ``decide`` (pure decision
 function), ``scan`` (node vs bare aiohttp baseline under wrk), ``baseline`` (the bare
 server alone, also ``python -m bench.baseline``), ``sync`` (a node bootstrapping from a
-real core, and change propagation core -> node).
+real core, and change propagation core -> node), ``service`` (CPU per scan of the node's
+own work, without HTTP).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench import baseline, dataset, decide, scan, sync
+    from bench import baseline, dataset, decide, scan, service, sync
 
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True)
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         "scan": scan,
         "baseline": baseline,
         "sync": sync,
+        "service": service,
     }
     for name, module in commands.items():
         doc = (module.__doc__ or "").strip().splitlines()[0]

@@ -1,0 +1,144 @@
+"""CPU per scan of the node's own work, without HTTP: ``ScanService`` on a real index.
+
+``python -m bench service --tickets N --scans S --concurrency 1,8,64``
+
+The node's scan path minus aiohttp: the benchmark dataset imported into a fresh LMDB
+directory, the real ``GroupCommitter`` (writer thread, fsynced commits), and *S* scans
+of ``bench scan``'s mix sent by *C* concurrent callers, each awaiting its answer and
+encoding it as the API would. One process on one pinned core, so ``cpu_us`` (all
+threads, kernel work of the fsyncs included) is what the node spends per scan beside
+the HTTP server's own cost; ``loop_us`` is the event loop thread's share. Far less
+noisy than an HTTP run, it is the figure to watch when changing the scan path.
+Concurrency 1 pays a whole commit per scan; 64 is what a saturated node sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bench.report import ForeignCpu, emit, note, pin
+from bench.scan import dataset_for, load_pools, scan_lines
+
+WARMUP_SCANS = 1000
+
+
+async def measure(
+    data: Path, gates: dict[str, Any], bodies: list[bytes], conc: int
+) -> dict[str, Any]:
+    from edge.api import ScanBody, render
+    from edge.index import Index
+    from edge.messages import table_for
+    from edge.model import GateProfile
+    from edge.scan import ScanService
+    from edge.scanlog import GroupCommitter
+
+    index = Index(data)
+    committer = GroupCommitter(index, asyncio.get_running_loop())
+    committer.start()
+    try:
+        service = ScanService(index, committer)
+        for name, profile in gates.items():
+            await service.put_gate(name, msgspec.convert(profile, GateProfile))
+        messages = table_for(None)
+        decoder = msgspec.json.Decoder(ScanBody)
+        encoder = msgspec.json.Encoder()
+        reqs = [decoder.decode(b) for b in bodies]
+
+        async def one(i: int) -> bytes:
+            req = reqs[i]
+            answer = await service.scan(req)
+            return encoder.encode(render(req.scan_id, answer, messages))
+
+        async def run(start: int, stop: int) -> None:
+            for i in range(start, stop, conc):
+                await asyncio.gather(*(one(j) for j in range(i, min(i + conc, stop))))
+
+        await run(0, WARMUP_SCANS)
+        gc.collect()
+        commits = committer.commits
+        foreign = ForeignCpu()
+        cpu0, loop0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
+        await run(WARMUP_SCANS, len(reqs))
+        cpu = time.process_time() - cpu0
+        loop_cpu = time.thread_time() - loop0
+        wall = time.perf_counter() - wall0
+        n = len(reqs) - WARMUP_SCANS
+        commits = committer.commits - commits
+        return {
+            "concurrency": conc,
+            "scans": n,
+            "cpu_us": round(cpu / n * 1e6, 1),
+            "loop_us": round(loop_cpu / n * 1e6, 1),
+            "wall_us": round(wall / n * 1e6, 1),
+            "scans_per_commit": round(n / commits, 1) if commits else None,
+            "foreign_cores": foreign.cores(),
+        }
+    finally:
+        await committer.stop()
+        index.close()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tickets", type=int, default=1_000_000)
+    parser.add_argument("--scans", type=int, default=20_000, help="per concurrency level")
+    parser.add_argument("--concurrency", default="1,8,64", help="comma-separated levels")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--work", type=Path, default=Path("bench-data"), help="datasets and run files"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    import uvloop
+
+    pin(0, 0)
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    args.work.mkdir(parents=True, exist_ok=True)
+    snapshot, codes, gates_path, _info = dataset_for(args.work, args.tickets, args.seed)
+    gates: dict[str, Any] = msgspec.json.decode(gates_path.read_bytes())
+    pools = load_pools(codes, gates, args.seed)
+    rng = random.Random(args.seed)
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(dir=args.work, prefix="service-") as tmp:
+        pristine = Path(tmp) / "pristine"
+        subprocess.run(
+            [sys.executable, "-m", "edge", "import", "--data", str(pristine), str(snapshot)],
+            check=True,
+            capture_output=True,
+        )
+        for conc in levels:
+            data = Path(tmp) / f"c{conc}"
+            shutil.copytree(pristine, data)
+            count = WARMUP_SCANS + args.scans
+            bodies = [
+                b'{"scan_id":"svc-%d-%d",' % (conc, i) + line
+                for i, line in enumerate(scan_lines(pools, count, rng)[:count])
+            ]
+            note(f"service: {len(bodies)} scans at concurrency {conc}")
+            results.append(uvloop.run(measure(data, gates, bodies, conc)))
+            shutil.rmtree(data)
+    for r in results:
+        note(
+            f"service: concurrency {r['concurrency']}: {r['cpu_us']} us CPU per scan "
+            f"({r['loop_us']} on the loop), {r['scans_per_commit']} scans per commit"
+        )
+    emit({"tickets": args.tickets, "levels": results})
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench.service", description=__doc__)
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))
