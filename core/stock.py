@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 MAX_IMPORT_ROWS: Final = 100_000
 _HEADER_WORDS: Final = frozenset({"barcode", "code", "ticket", "ean"})
+_DELIMITERS: Final = ",;\t"
+_NOT_IN_BARCODES: Final = " ,;\t"
+SNIFF_CHARS: Final = 16 * 1024
 
 
 def print_stock(tx: Tx, body: StockIn) -> list[TicketOut]:
@@ -185,12 +188,26 @@ def _quick_cancel(
     return QuickCancelAnswer(scan_id, "accepted", "ok", ident)
 
 
+def _delimiter(text: str) -> str:
+    """The CSV's delimiter: a comma, or the semicolon that spreadsheets use where the
+    comma is the decimal mark (French, German, Italian exports), or a tab. A file of
+    one column has none, and reads the same with a comma."""
+    try:
+        return csv.Sniffer().sniff(text[:SNIFF_CHARS], delimiters=_DELIMITERS).delimiter
+    except csv.Error:
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        counts = {d: first.count(d) for d in _DELIMITERS}
+        best = max(_DELIMITERS, key=lambda d: counts[d])
+        return best if counts[best] else ","
+
+
 def _parse_csv(text: str) -> list[tuple[str, str]]:
     entries: list[tuple[str, str]] = []
     seen: set[str] = set()
+    # A byte order mark (Excel's "CSV UTF-8") is not part of the first cell.
+    text = text.removeprefix("\ufeff")
     try:
-        # A byte order mark (Excel's "CSV UTF-8") is not part of the first cell.
-        rows = list(csv.reader(io.StringIO(text.removeprefix("\ufeff"))))
+        rows = list(csv.reader(io.StringIO(text), delimiter=_delimiter(text)))
     except csv.Error as exc:
         raise BadRequest("bad_csv", f"not a CSV file: {exc}") from exc
     for number, cells in enumerate(rows, start=1):
@@ -200,8 +217,14 @@ def _parse_csv(text: str) -> list[tuple[str, str]]:
         if number == 1 and code.lower() in _HEADER_WORDS:
             continue
         holder = cells[1].strip()[:200] if len(cells) > 1 else ""
-        if len(code) > MAX_CODE_CHARS or not code.isprintable() or " " in code:
-            raise BadRequest("bad_code", f"line {number}: not a usable barcode")
+        if (
+            len(code) > MAX_CODE_CHARS
+            or not code.isprintable()
+            or any(c in code for c in _NOT_IN_BARCODES)
+        ):
+            # A delimiter inside a code means the file was split wrongly: refuse it
+            # rather than store a barcode no scanner will ever read.
+            raise BadRequest("bad_code", f"line {number}: not a usable barcode ({code!r})")
         if is_signed_text(code):
             raise BadRequest("bad_code", f"line {number}: looks like one of our signed codes")
         if code in seen:

@@ -120,3 +120,25 @@ async def test_reseller_csv_import_becomes_plain_code_tickets(core, event):
         status, err = await core.call("POST", "/api/v1/imports/reseller", {**body, "csv": csv_text})
         assert status == code, (csv_text, err)
     assert await sold(core, event) == 3
+
+
+async def test_reseller_csv_from_a_european_spreadsheet(core, event):
+    """Spreadsheets where the comma is the decimal mark (fr, de, it) export CSV with
+    semicolons; tab-separated exports exist too. Before, such a line was stored whole
+    as one barcode ("9780000000042;Ann") that no scanner would ever read."""
+    base = {**line(event), "reseller": "Billetterie"}
+    base.pop("quantity")
+    for text, codes, holders in (
+        ('code;nom\n9780000000042;"Meier, Ana"\n9780000000059;Bob\n',
+         ["9780000000042", "9780000000059"], ["Meier, Ana", "Bob"]),
+        ("barcode\tname\n9780000000066\tEve\n", ["9780000000066"], ["Eve"]),
+        ("9780000000073\n9780000000080\n", ["9780000000073", "9780000000080"], ["", ""]),
+    ):
+        result = await core.ok("POST", "/api/v1/imports/reseller", {**base, "csv": text})
+        got = [await core.ok("GET", f"/api/v1/tickets/{t}") for t in result["tickets"]]
+        assert [(t["code"], t["holder"]) for t in got] == list(zip(codes, holders)), text
+    # A delimiter left inside a code means the file was split wrongly: refused, loudly.
+    status, err = await core.call(
+        "POST", "/api/v1/imports/reseller", {**base, "csv": "9780000000097;x\n1,2;3\n"}
+    )
+    assert (status, err["error"]) == (400, "bad_code"), err
