@@ -373,7 +373,8 @@ async def get_metrics(request: web.Request) -> web.Response:
     lines = [
         *scans_by_reason(c),
         *counter("edge_commits_total", "Group commits of the scan log.", committer.commits),
-        *counter("edge_committed_ops_total", "Operations written by group commits.",
+        *counter("edge_committed_ops_total",
+                 "Writes in group commits (a loop round of scans, a gate, a feed batch).",
                  committer.committed_ops),
         *counter("edge_commit_seconds_total", "Time spent writing and fsyncing group commits.",
                  round(committer.commit_seconds, 6)),

@@ -386,15 +386,17 @@ class ScanService:
                         # commit comes before this one's: the same answer.
                         slot.answer = waiting[1]
                         continue
-                    remembered = txn.get(sid, db=self.index.answers)
-                    if remembered is not None:
-                        slot.answer = answer_decoder.decode(remembered)
-                        continue
                     try:
+                        remembered = txn.get(sid, db=self.index.answers)
+                        if remembered is not None:
+                            slot.answer = answer_decoder.decode(remembered)
+                            continue
                         row = self._decide_one(txn, slot, now, reserved)
-                    except Exception as exc:  # a bug: this scan fails, not its batch
+                    except Exception as exc:  # a bug or bad data: this scan fails alone
                         log.exception("scan %r failed", slot.req.scan_id)
-                        slot.error = exc
+                        # Without its traceback: that holds this frame and so ``txn``,
+                        # whose reader slot must be freed before the commit wait.
+                        slot.error = exc.with_traceback(None)
                         continue
                     rows.append(row)
                     pending[sid] = (batch.done, row.answer)
