@@ -84,10 +84,22 @@ answer_decoder: Final = msgspec.msgpack.Decoder(StoredAnswer)
 
 WriteFn = Callable[[Any, "GroupCommitter"], None]
 """A write operation: called on the writer thread with the open write transaction."""
+_Batch = list[tuple[WriteFn, asyncio.Future[None]]]
 
 
 class CommitFailed(Exception):
     """The batch's transaction could not be committed; nothing of it is on disk."""
+
+
+class _Tainted(CommitFailed):
+    """Not written: handed over while an earlier commit's failure was not yet undone."""
+
+
+class _Resume:
+    """Queue mark: the loop has dropped a failed commit's writes; commit again after it."""
+
+
+_RESUME: Final = _Resume()
 
 
 class Commit(asyncio.Future[None]):
@@ -118,9 +130,7 @@ class GroupCommitter:
         self._batch: list[tuple[WriteFn, asyncio.Future[None]]] = []
         self._scheduled = False
         self._closed = True
-        self._queue: queue.SimpleQueue[list[tuple[WriteFn, asyncio.Future[None]]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[_Batch | _Resume | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._grown = threading.Event()
@@ -187,13 +197,23 @@ class GroupCommitter:
                 self._loop.call_soon_threadsafe(_set_done, self._stopped)
 
     def _loop_batches(self) -> None:
+        """Commit what the loop hands over, in order. After a failed commit, everything
+        handed over before the loop has dropped the failed writes from its overlays was
+        possibly decided on them (a second scan of a ticket whose first scan was never
+        stored answered ``already_used``): it is failed too, unwritten, until the loop's
+        ``_RESUME`` mark comes through the queue (see ``_done``)."""
         q = self._queue
         stopping = False
+        failing = False
         while not stopping:
             first = q.get()
             if first is None:
                 break
+            if isinstance(first, _Resume):
+                failing = False
+                continue
             merged = first
+            resume = False
             while len(merged) < MAX_BATCH:
                 try:
                     more = q.get_nowait()
@@ -202,10 +222,20 @@ class GroupCommitter:
                 if more is None:
                     stopping = True
                     break
+                if isinstance(more, _Resume):
+                    resume = True
+                    break
                 merged.extend(more)
-            error = self._commit(merged)
+            error: BaseException | None
+            if failing:
+                error = _Tainted("decided on writes of a failed commit; retry")
+            else:
+                error = self._commit(merged)
+                failing = error is not None
             with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
                 self._loop.call_soon_threadsafe(self._done, merged, error)
+            if resume:
+                failing = False
 
     def _commit(self, batch: list[tuple[WriteFn, asyncio.Future[None]]]) -> BaseException | None:
         started = time.perf_counter()
@@ -259,6 +289,17 @@ class GroupCommitter:
         if error is None:
             for hook in self.after_commit:
                 hook()
+        elif not isinstance(error, _Tainted):
+            # The futures' callbacks (which drop the failed writes from the overlays)
+            # were just scheduled; ``_resume`` runs after them.
+            self._loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        """Let the writer commit again: what is submitted from now on was decided
+        without the failed writes. What was submitted before goes first, and fails."""
+        self._hand_over()
+        if self._thread is not None:
+            self._queue.put(_RESUME)
 
     def append_log(self, txn: Any, entry: LogEntry) -> int:
         """Append to the scan log inside the writer's transaction; returns the seq."""

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -17,7 +19,7 @@ from edge.importer import import_file
 from edge.index import Index, u64
 from edge.model import GateProfile, Mode, ScanRequest
 from edge.scan import ScanService, UnknownGate
-from edge.scanlog import GroupCommitter
+from edge.scanlog import CommitFailed, GroupCommitter
 from tests.venue import Venue
 
 
@@ -132,3 +134,52 @@ async def test_undecodable_remembered_answer_fails_only_its_scan(
     await asyncio.wait([old, good])
     assert isinstance(old.exception(), msgspec.DecodeError | msgspec.ValidationError)
     assert good.result().reason == "ok"
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.002)):
+        if condition():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("condition not met in time")
+
+
+async def test_a_scan_decided_on_a_failed_commit_is_not_stored(
+    service: ScanService, venue: Venue
+) -> None:
+    """Scan 1 of a ticket is decided, then its commit fails (the disk, simulated by a
+    write that fails in the same transaction). Scan 2 of the ticket, decided meanwhile
+    on scan 1's reservation, says ``already_used``: stored, the ticket would refuse its
+    holder though nobody entered. It must fail too (503, the device retries), and its
+    retry admit."""
+    a = venue.codes["a"]
+    committer = service.committer
+    release_first, in_failing, release_failing = (threading.Event() for _ in range(3))
+
+    def slow(txn: Any, _c: GroupCommitter) -> None:
+        release_first.wait(5)
+
+    def failing(txn: Any, _c: GroupCommitter) -> None:
+        in_failing.set()
+        release_failing.wait(5)
+        raise OSError(5, "Input/output error")
+
+    busy = committer.submit(slow)
+    await asyncio.sleep(0.05)  # the writer holds ``slow``: what follows waits together
+    broken = committer.submit(failing)
+    first = asyncio.create_task(service.scan(ScanRequest("1", a, "main")))
+    await until(lambda: bool(service.pending_state))
+    release_first.set()
+    await busy
+    await until(in_failing.is_set)  # the writer is in ``failing`` + scan 1: one txn
+    second = asyncio.create_task(service.scan(ScanRequest("2", a, "main")))
+    await until(lambda: b"2" in service.pending_answers)
+    assert service.pending_answers[b"2"][1].reason == "already_used"  # decided on scan 1
+    release_failing.set()
+    for fut in (broken, first, second):
+        with pytest.raises(CommitFailed):
+            await fut
+    assert not service.pending_state and not service.pending_answers
+    retried = await service.scan(ScanRequest("2", a, "main"))
+    assert retried.reason == "ok"
+    assert service.index.state_of(venue.ids["a"]).entries == 1
