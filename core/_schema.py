@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Final
 
 SCHEMA_VERSION: Final = 2
-"""2: ``changes.scan_id`` (a scan announced as ``ScanAdmitted``)."""
+"""2: ``changes.scan_id`` (a scan announced as ``ScanAdmitted``). A new table needs no
+step: every start creates the tables that are missing (``card_moves`` came so)."""
 
 STATEMENTS: Final = (
     """CREATE TABLE IF NOT EXISTS meta (
@@ -69,6 +70,9 @@ STATEMENTS: Final = (
     "CREATE INDEX IF NOT EXISTS tickets_product ON tickets (kind, event_id)",
     """CREATE TABLE IF NOT EXISTS media (
         uid TEXT PRIMARY KEY, ticket_id INTEGER NOT NULL, created_at REAL NOT NULL)""",
+    # RFID cards of a renewed pass that move to the new pass once the old one is over.
+    """CREATE TABLE IF NOT EXISTS card_moves (
+        from_id INTEGER PRIMARY KEY, to_id INTEGER NOT NULL, created_at REAL NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS keys (
         id INTEGER PRIMARY KEY, private BLOB NOT NULL, public BLOB NOT NULL,
         active INTEGER NOT NULL, created_at REAL NOT NULL, revoked_at REAL)""",

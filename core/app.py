@@ -77,7 +77,7 @@ async def _run_jobs(app: web.Application, interval: float) -> None:
         except CoreError as exc:
             _LOGGER.warning("deadline job failed: %s", exc.message)
         else:
-            if report.reminders or report.cancelled:
+            if report.reminders or report.cancelled or report.cards_moved:
                 _LOGGER.info("deadline job: %s", report.as_dict())
         await asyncio.sleep(interval)
 

@@ -6,6 +6,9 @@ cancelled after (n+1)·d days; its seats go back on sale. The customer is told e
 through the outbox. The job is idempotent: it only sends what is due and not sent yet,
 and a job that ran late sends the latest reminder once rather than every missed one.
 ``now`` is always passed in.
+
+The same periodic run moves the RFID cards of renewed passes whose old season is over
+(``core.renewals.move_renewed_cards``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from core._util import iso
 from core.orders import DAY_S, InvoicePolicy, cancel_tickets
+from core.renewals import move_renewed_cards
 from sync.snapshot import Status
 
 if TYPE_CHECKING:
@@ -28,9 +32,14 @@ DEADLINE_REASON: Final = "payment_deadline"
 class JobReport:
     reminders: int
     cancelled: int
+    cards_moved: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"reminders": self.reminders, "cancelled": self.cancelled}
+        return {
+            "reminders": self.reminders,
+            "cancelled": self.cancelled,
+            "cards_moved": self.cards_moved,
+        }
 
 
 def run_deadlines(tx: Tx, now: float) -> JobReport:
@@ -72,7 +81,8 @@ def run_deadlines(tx: Tx, now: float) -> JobReport:
                 now,
             )
             reminders += 1
-    return JobReport(reminders, cancelled)
+    # After the cancellations above: a renewal cancelled for non-payment keeps no cards.
+    return JobReport(reminders, cancelled, move_renewed_cards(tx, now))
 
 
 def outbox(tx: Tx, order_number: str | None = None) -> list[dict[str, Any]]:

@@ -213,6 +213,22 @@ def detach_media(tx: Tx, ticket_id: int, uid: str) -> TicketOut:
     return ticket_out(ticket_row(tx, ticket_id))
 
 
+def pass_end(tx: Tx, row: Any) -> float:
+    """When a pass is over: the end of the last date it covers (its chosen dates, or
+    every date of its product's events); 0 when it covers none."""
+    if row["dates"]:
+        ids = [int(d) for d in str(row["dates"]).split(",")]
+        marks = ",".join("?" * len(ids))
+        end = tx.scalar(f"SELECT MAX(ends_at) FROM dates WHERE id IN ({marks})", tuple(ids))
+    else:
+        end = tx.scalar(
+            "SELECT MAX(d.ends_at) FROM dates d JOIN pass_product_events p"
+            " ON p.event_id = d.event_id WHERE p.product_id = ?",
+            (row["event_id"],),
+        )
+    return float(end or 0.0)
+
+
 def store_media(tx: Tx, row: Any) -> None:
     uids = [
         r["uid"]

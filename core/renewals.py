@@ -1,19 +1,22 @@
 """Pass renewal: a holder's pass is renewed into a new product (next season).
 
-The renewal is a new order for the same customer, and the RFID cards attached to the
-old pass move to the new one, so the holder keeps using the same card. The old pass
-stays valid for what is left of its own season.
+The renewal is a new order for the same customer. The old pass stays valid for what is
+left of its own season, and so do its RFID cards: a card opens one pass at the gates,
+so it moves to the new pass only once the old one is over (its last date has ended, or
+it was cancelled). ``move_renewed_cards`` does that; the core's periodic job runs it.
+A renewal after the old season's end moves the cards at once.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 from core.errors import Conflict
 from core.issuing import ticket_row
 from core.models import CustomerIn, ItemIn, OrderIn
 from core.orders import get_order, place_order
-from core.passes import store_media
+from core.passes import pass_end, store_media
 from sync.codes import Kind
 from sync.snapshot import Status
 
@@ -41,7 +44,39 @@ def renew(tx: Tx, pass_id: int, body: RenewIn, policy: InvoicePolicy) -> OrderOu
         policy,
     )
     new = ticket_row(tx, order.tickets[0].id)
-    if tx.exec("UPDATE media SET ticket_id = ? WHERE ticket_id = ?", (new["id"], pass_id)):
-        store_media(tx, old)
-        store_media(tx, new)
+    now = time.time()
+    if pass_end(tx, old) > now:
+        tx.exec("DELETE FROM card_moves WHERE from_id = ?", (pass_id,))
+        tx.exec(
+            "INSERT INTO card_moves (from_id, to_id, created_at) VALUES (?, ?, ?)",
+            (pass_id, new["id"], now),
+        )
+    else:
+        _move_cards(tx, old, new)
     return get_order(tx, order.number)
+
+
+def move_renewed_cards(tx: Tx, now: float) -> int:
+    """Move the cards of renewed passes that are over to their new passes; returns how
+    many passes gave up their cards. A cancelled new pass keeps nothing: the cards stay
+    where they are (the holder still has them, on the old pass)."""
+    moved = 0
+    for move in tx.all("SELECT from_id, to_id FROM card_moves ORDER BY from_id"):
+        old = ticket_row(tx, move["from_id"])
+        new = ticket_row(tx, move["to_id"])
+        if new["status"] == Status.CANCELLED:
+            tx.exec("DELETE FROM card_moves WHERE from_id = ?", (move["from_id"],))
+            continue
+        if old["status"] != Status.CANCELLED and pass_end(tx, old) > now:
+            continue
+        tx.exec("DELETE FROM card_moves WHERE from_id = ?", (move["from_id"],))
+        moved += _move_cards(tx, old, new)
+    return moved
+
+
+def _move_cards(tx: Tx, old: Any, new: Any) -> int:
+    if not tx.exec("UPDATE media SET ticket_id = ? WHERE ticket_id = ?", (new["id"], old["id"])):
+        return 0
+    store_media(tx, old)
+    store_media(tx, new)
+    return 1

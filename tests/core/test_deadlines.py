@@ -89,5 +89,7 @@ async def test_jobs_command_line(core, event, tmp_path):
         timeout=30,
         check=True,
     )
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"reminders": 0, "cancelled": 1}
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "reminders": 0, "cancelled": 1, "cards_moved": 0
+    }
     assert (await core.ok("GET", f"/api/v1/orders/{order['number']}"))["status"] == "cancelled"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core import jobs
 from sync.codes import Kind, parse
 from tests.core.conftest import VENUE, event_body, order_body
 
@@ -157,31 +158,33 @@ async def test_rfid_card_attached_to_a_pass(core):
     assert ticket["media"] == []
 
 
-async def test_renewal_moves_the_card_to_the_new_season_pass(core):
+async def test_renewal_moves_the_card_once_the_old_season_is_over(core):
+    """The renewed holder keeps using the card on the old pass for what is left of its
+    season: a card opens one pass, and the new season's pass (here not even paid yet)
+    would refuse them at tonight's show. The card moves when the old season ends."""
     a, b = await two_events(core)
-    old_product = await core.ok(
-        "POST",
-        "/api/v1/pass-products",
-        {"name": "2030", "venue": VENUE, "events": [{"event": a["id"]}], "price": "100"},
-    )
-    new_product = await core.ok(
-        "POST",
-        "/api/v1/pass-products",
-        {"name": "2031", "venue": VENUE, "events": [{"event": b["id"]}], "price": "110"},
-    )
-    order = await core.ok(
-        "POST", "/api/v1/orders", order_body([{"pass": old_product["id"], "quantity": 1}])
-    )
-    old = order["tickets"][0]["id"]
-    await core.ok("POST", f"/api/v1/tickets/{old}/media", {"uid": "CAFE0001"})
+    old, new_product = await season_pass_with_card(core, a, b, "CAFE0001")
     renewed = await core.ok(
         "POST", f"/api/v1/passes/{old}/renew", {"product": new_product["id"], "payment": "invoice"}
     )
     assert renewed["status"] == "pending" and renewed["total"] == "110.00"
     assert renewed["customer"] == {"name": "Ada Lovelace", "email": "ada@example.org"}
     (new,) = renewed["tickets"]
-    assert new["media"] == ["CAFE0001"] and new["event"] == new_product["id"]
+    assert new["event"] == new_product["id"]
+    assert new["media"] == []
+    await core.ok("POST", f"/api/v1/orders/{renewed['number']}/pay", {})
+    assert (await core.ok("GET", f"/api/v1/tickets/{old}"))["media"] == ["CAFE0001"]
+
+    season_end = max(await dates_end(core, a))
+    report = await core.store.write(jobs.run_deadlines, season_end - 60)
+    assert report.cards_moved == 0  # the last show is still running
+    report = await core.store.write(jobs.run_deadlines, season_end + 1)
+    assert report.cards_moved == 1
+    assert (await core.ok("GET", f"/api/v1/tickets/{new['id']}"))["media"] == ["CAFE0001"]
     assert (await core.ok("GET", f"/api/v1/tickets/{old}"))["media"] == []
+    report = await core.store.write(jobs.run_deadlines, season_end + 2)
+    assert report.cards_moved == 0  # done once
+
     ticket = await core.ok("POST", "/api/v1/orders", order_body([{**_line(a)}]))
     status, err = await core.call(
         "POST",
@@ -189,6 +192,45 @@ async def test_renewal_moves_the_card_to_the_new_season_pass(core):
         {"product": new_product["id"]},
     )
     assert (status, err["error"]) == (409, "not_a_pass")
+
+
+async def test_a_renewal_that_is_cancelled_takes_no_card(core):
+    a, b = await two_events(core)
+    old, new_product = await season_pass_with_card(core, a, b, "CAFE0002")
+    renewed = await core.ok(
+        "POST", f"/api/v1/passes/{old}/renew", {"product": new_product["id"], "payment": "invoice"}
+    )
+    await core.ok("POST", f"/api/v1/orders/{renewed['number']}/cancel", {"reason": "changed mind"})
+    report = await core.store.write(jobs.run_deadlines, max(await dates_end(core, a)) + 1)
+    assert report.cards_moved == 0
+    assert (await core.ok("GET", f"/api/v1/tickets/{old}"))["media"] == ["CAFE0002"]
+
+
+async def season_pass_with_card(core, a, b, uid: str) -> tuple[int, dict]:
+    """A 2030 pass (event *a*) sold with card *uid*, and the 2031 product (event *b*)."""
+    old_product, new_product = [
+        await core.ok(
+            "POST",
+            "/api/v1/pass-products",
+            {"name": name, "venue": VENUE, "events": [{"event": e["id"]}], "price": price},
+        )
+        for name, e, price in (("2030", a, "100"), ("2031", b, "110"))
+    ]
+    order = await core.ok(
+        "POST", "/api/v1/orders", order_body([{"pass": old_product["id"], "quantity": 1}])
+    )
+    old = order["tickets"][0]["id"]
+    await core.ok("POST", f"/api/v1/tickets/{old}/media", {"uid": uid})
+    return old, new_product
+
+
+async def dates_end(core, event) -> list[float]:
+    return [
+        float(row["ends_at"])
+        for row in await core.store.read(
+            lambda tx: tx.all("SELECT ends_at FROM dates WHERE event_id = ?", (event["id"],))
+        )
+    ]
 
 
 def _line(event):
