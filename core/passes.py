@@ -195,8 +195,15 @@ def attach_media(tx: Tx, ticket_id: int, uid: str) -> TicketOut:
     uid = uid.upper()
     owner = tx.scalar("SELECT ticket_id FROM media WHERE uid = ?", (uid,))
     if owner is not None and int(owner) != ticket_id:
-        raise Conflict("media_in_use", f"card {uid} is attached to another ticket")
-    if owner is None:
+        previous = ticket_row(tx, int(owner))
+        if previous["status"] != Status.CANCELLED:
+            raise Conflict("media_in_use", f"card {uid} is attached to another ticket")
+        # The card of a cancelled ticket opens nothing: it goes to the new one (a holder
+        # whose pass was cancelled and who buys another keeps their card).
+        tx.exec("UPDATE media SET ticket_id = ? WHERE uid = ?", (ticket_id, uid))
+        store_media(tx, previous)
+        store_media(tx, row)
+    elif owner is None:
         tx.exec(
             "INSERT INTO media (uid, ticket_id, created_at) VALUES (?, ?, ?)",
             (uid, ticket_id, time.time()),

@@ -206,6 +206,26 @@ async def test_a_renewal_that_is_cancelled_takes_no_card(core):
     assert (await core.ok("GET", f"/api/v1/tickets/{old}"))["media"] == ["CAFE0002"]
 
 
+async def test_the_card_of_a_cancelled_pass_goes_to_the_next_pass_it_is_attached_to(core):
+    """A cancelled pass's card opens nothing: attaching it to another pass moves it there
+    without a detach first. A card on a valid pass stays refused (media_in_use)."""
+    a, b = await two_events(core)
+    old, product = await season_pass_with_card(core, a, b, "CAFE0003")
+    order = await core.ok(
+        "POST", "/api/v1/orders", order_body([{"pass": product["id"], "quantity": 1}])
+    )
+    other = order["tickets"][0]["id"]
+    status, err = await core.call("POST", f"/api/v1/tickets/{other}/media", {"uid": "CAFE0003"})
+    assert (status, err["error"]) == (409, "media_in_use")
+    number = await core.store.read(
+        lambda tx: tx.scalar("SELECT order_number FROM tickets WHERE id = ?", (old,))
+    )
+    await core.ok("POST", f"/api/v1/orders/{number}/cancel", {"reason": "refund"})
+    moved = await core.ok("POST", f"/api/v1/tickets/{other}/media", {"uid": "cafe0003"})
+    assert moved["media"] == ["CAFE0003"]
+    assert (await core.ok("GET", f"/api/v1/tickets/{old}"))["media"] == []
+
+
 async def season_pass_with_card(core, a, b, uid: str) -> tuple[int, dict]:
     """A 2030 pass (event *a*) sold with card *uid*, and the 2031 product (event *b*)."""
     old_product, new_product = [
