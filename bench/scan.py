@@ -60,6 +60,7 @@ CACHE_MAX_AGE_S = 2 * 3600.0
 """Dataset windows open at generation time stay open for about four hours."""
 ADMIN_TOKEN_BYTES = 18
 _WRK_RESULT = re.compile(r"^WRK_RESULT (\{.*\})\s*$", re.M)
+_METRIC_COMMIT = re.compile(r'^edge_commit_duration_seconds_bucket\{le="([^"]+)"\}\s+(\d+)', re.M)
 _METRIC_REASON = re.compile(r'^edge_scans_total\{[^}]*reason="([a-z_]+)"[^}]*\}\s+(\d+)', re.M)
 
 
@@ -521,6 +522,28 @@ def metric_reasons(base: str, token: str) -> Counter[str]:
     return out
 
 
+def metric_commits(base: str, token: str) -> dict[str, int]:
+    """The node's cumulative commit-duration histogram: count per ``le`` bound (s)."""
+    try:
+        status, body = http("GET", base + "/metrics", token)
+    except OSError:
+        return {}
+    if status != 200:
+        return {}
+    return {le: int(n) for le, n in _METRIC_COMMIT.findall(body.decode(errors="replace"))}
+
+
+def commit_shares(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
+    """Commits made between two histogram reads, and the share at or under each bound."""
+    count = after.get("+Inf", 0) - before.get("+Inf", 0)
+    shares = {
+        f"le_{float(le) * 1000:g}ms": round((after[le] - before.get(le, 0)) / count, 4)
+        for le in after
+        if le != "+Inf" and count > 0
+    }
+    return {"count": count, **shares}
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -722,8 +745,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         open_loop(base_url, bpid, token, lines, half, args, f"{nonce}bh{rnd}")
                     )
                     wait_quiet(args.quiet_wait)
+                    commits = metric_commits(node_url, token)
                     halves.append(
                         open_loop(node_url, pid, token, lines, half, args, f"{nonce}h{rnd}")
+                    )
+                    halves[-1]["commits"] = commit_shares(
+                        commits, metric_commits(node_url, token)
                     )
                 base_half = min(base_halves, key=lambda r: float(r["p99_ms"]))
                 figures["baseline_p50_half_rate_ms"] = base_half["p50_ms"]
@@ -731,6 +758,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 figures["baseline_half_rate_cpu"] = base_half["server_cpu"]
                 result = min(halves, key=lambda r: float(r["p99_ms"]))
                 figures["half_rate_cpu"] = result["server_cpu"]
+                # How long the node's group commits (write + fsync) took meanwhile.
+                figures["half_rate_commits"] = result["commits"]
                 figures["half_rate_foreign_cores"] = result["foreign_cores"]
                 figures["half_rate_per_s"] = result["achieved_per_s"]
                 figures["p50_half_rate_ms"] = result["p50_ms"]
