@@ -29,6 +29,7 @@ codes, so the node sees fresh tickets in every phase.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -43,6 +44,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -439,20 +441,9 @@ def run_wrk(
     cpu0 = cpu_seconds(pid)
     core0 = cpu_times(server_core)
     foreign = ForeignCpu()
-    recorder = None
-    if perf is not None:
-        recorder = subprocess.Popen(
-            ["perf", "record", "-g", "-q", "-p", str(pid), "-o", str(perf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
     t0 = time.perf_counter()
-    try:
+    with perf_record(pid, perf):
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
-    finally:
-        if recorder is not None:
-            recorder.send_signal(signal.SIGINT)
-            recorder.wait(30)
     wall = time.perf_counter() - t0
     cpu1 = cpu_seconds(pid)
     core1 = cpu_times(server_core)
@@ -479,6 +470,24 @@ def run_wrk(
     return result
 
 
+@contextlib.contextmanager
+def perf_record(pid: int, out: Path | None) -> Iterator[None]:
+    """``perf record -g`` of *pid* into *out* for the duration of the block (if *out*)."""
+    if out is None:
+        yield
+        return
+    recorder = subprocess.Popen(
+        ["perf", "record", "-g", "-q", "-p", str(pid), "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(30)
+
+
 def open_loop(
     url: str,
     pid: int,
@@ -487,22 +496,24 @@ def open_loop(
     rate: float,
     args: argparse.Namespace,
     nonce: str,
+    perf: Path | None = None,
 ) -> dict[str, Any]:
     """One fixed-rate run against *url*; adds the server's CPU share (``server_cpu``)
     and the CPU other processes used meanwhile (``foreign_cores``)."""
     meter = ForeignCpu()
     cpu0 = cpu_seconds(pid)
     t0 = time.perf_counter()
-    result = fixed_rate(
-        "127.0.0.1",
-        int(url.rsplit(":", 1)[1]),
-        token,
-        lines,
-        rate,
-        args.seconds,
-        args.rate_connections,
-        nonce,
-    )
+    with perf_record(pid, perf):
+        result = fixed_rate(
+            "127.0.0.1",
+            int(url.rsplit(":", 1)[1]),
+            token,
+            lines,
+            rate,
+            args.seconds,
+            args.rate_connections,
+            nonce,
+        )
     took = time.perf_counter() - t0
     result["server_cpu"] = round((cpu_seconds(pid) - cpu0) / took, 3) if took else 0.0
     result["foreign_cores"] = meter.cores()
@@ -741,13 +752,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     # The baseline at the same rate, with the same bodies: the latency
                     # and CPU per request of a bare server under the same offered load.
                     wait_quiet(args.quiet_wait)
+                    perf = run_dir / f"baseline-half-{rnd}.perf" if args.perf else None
                     base_halves.append(
-                        open_loop(base_url, bpid, token, lines, half, args, f"{nonce}bh{rnd}")
+                        open_loop(
+                            base_url, bpid, token, lines, half, args, f"{nonce}bh{rnd}", perf
+                        )
                     )
                     wait_quiet(args.quiet_wait)
                     commits = metric_commits(node_url, token)
+                    perf = run_dir / f"node-half-{rnd}.perf" if args.perf else None
                     halves.append(
-                        open_loop(node_url, pid, token, lines, half, args, f"{nonce}h{rnd}")
+                        open_loop(
+                            node_url, pid, token, lines, half, args, f"{nonce}h{rnd}", perf
+                        )
                     )
                     halves[-1]["commits"] = commit_shares(
                         commits, metric_commits(node_url, token)
@@ -829,7 +846,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--perf",
         action="store_true",
-        help="record each measured phase with `perf record -g` into the run directory "
+        help="record each measured phase (full load and half rate) with `perf record -g` "
+        "into the run directory "
         "(implies --keep; perf adds load, so figures of such a run are not comparable)",
     )
     parser.add_argument(
