@@ -72,7 +72,8 @@ STATEMENTS: Final = (
         uid TEXT PRIMARY KEY, ticket_id INTEGER NOT NULL, created_at REAL NOT NULL)""",
     # RFID cards of a renewed pass that move to the new pass once the old one is over.
     """CREATE TABLE IF NOT EXISTS card_moves (
-        from_id INTEGER PRIMARY KEY, to_id INTEGER NOT NULL, created_at REAL NOT NULL)""",
+        from_id INTEGER NOT NULL, to_id INTEGER NOT NULL, created_at REAL NOT NULL,
+        PRIMARY KEY (from_id, to_id))""",
     """CREATE TABLE IF NOT EXISTS keys (
         id INTEGER PRIMARY KEY, private BLOB NOT NULL, public BLOB NOT NULL,
         active INTEGER NOT NULL, created_at REAL NOT NULL, revoked_at REAL)""",

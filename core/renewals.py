@@ -46,7 +46,6 @@ def renew(tx: Tx, pass_id: int, body: RenewIn, policy: InvoicePolicy) -> OrderOu
     new = ticket_row(tx, order.tickets[0].id)
     now = time.time()
     if pass_end(tx, old) > now:
-        tx.exec("DELETE FROM card_moves WHERE from_id = ?", (pass_id,))
         tx.exec(
             "INSERT INTO card_moves (from_id, to_id, created_at) VALUES (?, ?, ?)",
             (pass_id, new["id"], now),
@@ -58,19 +57,23 @@ def renew(tx: Tx, pass_id: int, body: RenewIn, policy: InvoicePolicy) -> OrderOu
 
 def move_renewed_cards(tx: Tx, now: float) -> int:
     """Move the cards of renewed passes that are over to their new passes; returns how
-    many passes gave up their cards. A cancelled new pass keeps nothing: the cards stay
-    where they are (the holder still has them, on the old pass)."""
+    many passes gave up their cards. A pass renewed more than once (a retry, a double
+    click) gives them to its latest renewal that is not cancelled; if every renewal was
+    cancelled, the cards stay where they are."""
     moved = 0
-    for move in tx.all("SELECT from_id, to_id FROM card_moves ORDER BY from_id"):
-        old = ticket_row(tx, move["from_id"])
-        new = ticket_row(tx, move["to_id"])
-        if new["status"] == Status.CANCELLED:
-            tx.exec("DELETE FROM card_moves WHERE from_id = ?", (move["from_id"],))
-            continue
+    pending: dict[int, list[int]] = {}
+    for move in tx.all("SELECT from_id, to_id FROM card_moves ORDER BY from_id, to_id DESC"):
+        pending.setdefault(int(move["from_id"]), []).append(int(move["to_id"]))
+    for from_id, targets in pending.items():
+        old = ticket_row(tx, from_id)
         if old["status"] != Status.CANCELLED and pass_end(tx, old) > now:
             continue
-        tx.exec("DELETE FROM card_moves WHERE from_id = ?", (move["from_id"],))
-        moved += _move_cards(tx, old, new)
+        tx.exec("DELETE FROM card_moves WHERE from_id = ?", (from_id,))
+        for to_id in targets:  # latest renewal first (ids grow)
+            new = ticket_row(tx, to_id)
+            if new["status"] != Status.CANCELLED:
+                moved += _move_cards(tx, old, new)
+                break
     return moved
 
 

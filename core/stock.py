@@ -34,9 +34,10 @@ if TYPE_CHECKING:
 
 MAX_IMPORT_ROWS: Final = 100_000
 _HEADER_WORDS: Final = frozenset({"barcode", "code", "ticket", "ean"})
-_DELIMITERS: Final = ",;\t"
+_DELIMITERS: Final = ";\t,"
 _NOT_IN_BARCODES: Final = " ,;\t"
 SNIFF_CHARS: Final = 16 * 1024
+SNIFF_LINES: Final = 50
 
 
 def print_stock(tx: Tx, body: StockIn) -> list[TicketOut]:
@@ -189,16 +190,27 @@ def _quick_cancel(
 
 
 def _delimiter(text: str) -> str:
-    """The CSV's delimiter: a comma, or the semicolon that spreadsheets use where the
-    comma is the decimal mark (French, German, Italian exports), or a tab. A file of
-    one column has none, and reads the same with a comma."""
+    """The CSV's delimiter: a semicolon (what spreadsheets export where the comma is the
+    decimal mark: French, German, Italian), a tab, or a comma. The first that splits
+    every sampled line in two or more fields wins, in that order: a semicolon file often
+    holds commas too (``12,50``, ``Meier, Ana``), a comma file rarely a semicolon on
+    every line. Else the first line decides; a file of one column reads the same with a
+    comma."""
+    lines = [line for line in text[:SNIFF_CHARS].splitlines()[:SNIFF_LINES] if line.strip()]
+    if len(text) > SNIFF_CHARS and len(lines) > 1:
+        lines.pop()  # possibly cut short
+    for sample in (lines, lines[:1]):
+        for delimiter in _DELIMITERS:
+            if sample and _splits(sample, delimiter):
+                return delimiter
+    return ","
+
+
+def _splits(lines: list[str], delimiter: str) -> bool:
     try:
-        return csv.Sniffer().sniff(text[:SNIFF_CHARS], delimiters=_DELIMITERS).delimiter
+        return all(len(cells) >= 2 for cells in csv.reader(lines, delimiter=delimiter))
     except csv.Error:
-        first = next((line for line in text.splitlines() if line.strip()), "")
-        counts = {d: first.count(d) for d in _DELIMITERS}
-        best = max(_DELIMITERS, key=lambda d: counts[d])
-        return best if counts[best] else ","
+        return False
 
 
 def _parse_csv(text: str) -> list[tuple[str, str]]:

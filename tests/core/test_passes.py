@@ -226,6 +226,21 @@ async def test_the_card_of_a_cancelled_pass_goes_to_the_next_pass_it_is_attached
     assert (await core.ok("GET", f"/api/v1/tickets/{old}"))["media"] == []
 
 
+async def test_a_cancelled_second_renewal_leaves_the_card_to_the_first(core):
+    """Renewed twice (a retry, a double click) and the duplicate cancelled: the first,
+    paid renewal gets the card when the old season ends (found in review: the second
+    renewal replaced the first's pending move, and its cancellation dropped it)."""
+    a, b = await two_events(core)
+    old, new_product = await season_pass_with_card(core, a, b, "CAFE0101")
+    first = await core.ok("POST", f"/api/v1/passes/{old}/renew", {"product": new_product["id"]})
+    second = await core.ok("POST", f"/api/v1/passes/{old}/renew", {"product": new_product["id"]})
+    await core.ok("POST", f"/api/v1/orders/{second['number']}/cancel", {"reason": "duplicate"})
+    await core.store.write(jobs.run_deadlines, max(await dates_end(core, a)) + 1)
+    kept = first["tickets"][0]["id"]
+    assert (await core.ok("GET", f"/api/v1/tickets/{kept}"))["media"] == ["CAFE0101"]
+    assert (await core.ok("GET", f"/api/v1/tickets/{old}"))["media"] == []
+
+
 async def season_pass_with_card(core, a, b, uid: str) -> tuple[int, dict]:
     """A 2030 pass (event *a*) sold with card *uid*, and the 2031 product (event *b*)."""
     old_product, new_product = [

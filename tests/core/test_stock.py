@@ -142,3 +142,19 @@ async def test_reseller_csv_from_a_european_spreadsheet(core, event):
         "POST", "/api/v1/imports/reseller", {**base, "csv": "9780000000097;x\n1,2;3\n"}
     )
     assert (status, err["error"]) == (400, "bad_code"), err
+
+
+async def test_headerless_semicolon_csv_with_a_decimal_comma_column_imports(core, event):
+    """A French/German export without a header, whose third column is an amount with the
+    decimal comma (or whose names read "Meier, Ana"): commas on every line too, and still
+    split on the semicolons (found in review: csv.Sniffer preferred the comma)."""
+    base = {**line(event), "reseller": "Billetterie"}
+    base.pop("quantity")
+    for text, codes in (
+        ("9780000000042;Ann;12,50\n9780000000059;Bob;15,00\n", ["9780000000042", "9780000000059"]),
+        ("9780000000066;Meier, Ana\n", ["9780000000066"]),
+    ):
+        status, result = await core.call("POST", "/api/v1/imports/reseller", {**base, "csv": text})
+        assert status == 201, (text, result)
+        got = [await core.ok("GET", f"/api/v1/tickets/{t}") for t in result["tickets"]]
+        assert [t["code"] for t in got] == codes
