@@ -67,6 +67,7 @@ async def measure(
 
         await run(0, WARMUP_SCANS)
         gc.collect()
+        gc.freeze()
         commits = committer.commits
         foreign = ForeignCpu()
         cpu0, loop0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
@@ -104,6 +105,11 @@ def main(args: argparse.Namespace) -> int:
     import uvloop
 
     pin(0, 0)
+    from edge.cli import GC_THRESHOLDS, SWITCH_INTERVAL_S
+
+    # As ``python -m edge serve`` runs: the same GIL switch interval and GC thresholds.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    gc.set_threshold(*GC_THRESHOLDS)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     args.work.mkdir(parents=True, exist_ok=True)
     snapshot, codes, gates_path, _info = dataset_for(args.work, args.tickets, args.seed)
