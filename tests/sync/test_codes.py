@@ -219,3 +219,23 @@ def test_code_digest_is_exact_text():
     assert code_digest(CODE) != code_digest(CODE + " ")
     assert len(code_digest(CODE)) == 16
     assert code_digest("x") == code_digest("x")
+
+
+@given(st.binary(min_size=0, max_size=90), st.integers(min_value=0, max_value=31))
+def test_fast_base32_decoder_agrees_with_the_standard_library(raw, last):
+    """``parse`` decodes with integer arithmetic: the same bytes as ``base64.b32decode``
+    for every canonical text, and None for any text whose padding bits are not zero or
+    whose length cannot hold the bytes (here checked on every length, not only v1's)."""
+    from sync.codes import _b32_canonical
+
+    body = base64.b32encode(raw).decode().rstrip("=")
+    assert _b32_canonical(body, len(raw)) == raw
+    if body:
+        # Any other last character: either another canonical text (other bytes), or
+        # one with stray padding bits, which must be refused.
+        other = body[:-1] + ALPHABET[last]
+        padded = other + "=" * (-len(other) % 8)
+        decoded = base64.b32decode(padded)
+        canonical = base64.b32encode(decoded).decode().rstrip("=") == other
+        assert _b32_canonical(other, len(raw)) == (decoded if canonical else None)
+    assert _b32_canonical(body + "A", len(raw)) is None  # five bits too many
