@@ -84,7 +84,7 @@ answer_decoder: Final = msgspec.msgpack.Decoder(StoredAnswer)
 
 WriteFn = Callable[[Any, "GroupCommitter"], None]
 """A write operation: called on the writer thread with the open write transaction."""
-_Batch = list[tuple[WriteFn, asyncio.Future[None]]]
+_Ops = list[tuple[WriteFn, asyncio.Future[None]]]
 
 
 class CommitFailed(Exception):
@@ -130,7 +130,7 @@ class GroupCommitter:
         self._batch: list[tuple[WriteFn, asyncio.Future[None]]] = []
         self._scheduled = False
         self._closed = True
-        self._queue: queue.SimpleQueue[_Batch | _Resume | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Ops | _Resume | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._grown = threading.Event()
