@@ -520,28 +520,25 @@ def open_loop(
     return result
 
 
-def metric_reasons(base: str, token: str) -> Counter[str]:
+def metrics_text(base: str, token: str) -> str:
+    """The node's Prometheus text, or "" when it does not answer."""
     try:
         status, body = http("GET", base + "/metrics", token)
     except OSError:
-        return Counter()
-    if status != 200:
-        return Counter()
+        return ""
+    return body.decode(errors="replace") if status == 200 else ""
+
+
+def metric_reasons(base: str, token: str) -> Counter[str]:
     out: Counter[str] = Counter()
-    for reason, value in _METRIC_REASON.findall(body.decode(errors="replace")):
+    for reason, value in _METRIC_REASON.findall(metrics_text(base, token)):
         out[reason] += int(value)
     return out
 
 
 def metric_commits(base: str, token: str) -> dict[str, int]:
     """The node's cumulative commit-duration histogram: count per ``le`` bound (s)."""
-    try:
-        status, body = http("GET", base + "/metrics", token)
-    except OSError:
-        return {}
-    if status != 200:
-        return {}
-    return {le: int(n) for le, n in _METRIC_COMMIT.findall(body.decode(errors="replace"))}
+    return {le: int(n) for le, n in _METRIC_COMMIT.findall(metrics_text(base, token))}
 
 
 def commit_shares(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:

@@ -36,8 +36,8 @@ MAX_IMPORT_ROWS: Final = 100_000
 _HEADER_WORDS: Final = frozenset({"barcode", "code", "ticket", "ean"})
 _DELIMITERS: Final = ";\t,"
 _NOT_IN_BARCODES: Final = " ,;\t"
-SNIFF_CHARS: Final = 16 * 1024
-SNIFF_LINES: Final = 50
+SAMPLE_CHARS: Final = 16 * 1024
+SAMPLE_LINES: Final = 50
 
 
 def print_stock(tx: Tx, body: StockIn) -> list[TicketOut]:
@@ -196,8 +196,8 @@ def _delimiter(text: str) -> str:
     holds commas too (``12,50``, ``Meier, Ana``), a comma file rarely a semicolon on
     every line. Else the first line decides; a file of one column reads the same with a
     comma."""
-    lines = [line for line in text[:SNIFF_CHARS].splitlines()[:SNIFF_LINES] if line.strip()]
-    if len(text) > SNIFF_CHARS and len(lines) > 1:
+    lines = [line for line in text[:SAMPLE_CHARS].splitlines()[:SAMPLE_LINES] if line.strip()]
+    if len(text) > SAMPLE_CHARS and len(lines) > 1:
         lines.pop()  # possibly cut short
     for sample in (lines, lines[:1]):
         for delimiter in _DELIMITERS:

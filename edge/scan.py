@@ -382,8 +382,8 @@ class ScanService:
                     sid = slot.sid
                     waiting = pending.get(sid)
                     if waiting is not None:
-                        # The same scan_id earlier in this batch, or in a batch whose
-                        # commit comes before this one's: the same answer.
+                        # The same scan_id earlier in this batch (a retry of one in an
+                        # earlier batch waits in ``scan`` and never gets here).
                         slot.answer = waiting[1]
                         continue
                     try:
@@ -540,9 +540,7 @@ class ScanService:
         order = sorted(range(len(reqs)), key=times.__getitem__)
         # Tasks start in creation order, so they join the decision batch in time order.
         tasks = {i: asyncio.ensure_future(self.scan(reqs[i], offline=True)) for i in order}
-        if tasks:
-            await asyncio.wait(tasks.values())
-        return [tasks[i].result() for i in range(len(reqs))]
+        return list(await asyncio.gather(*(tasks[i] for i in range(len(reqs)))))
 
     # -- quick cancellation ----------------------------------------------------------
 

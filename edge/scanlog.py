@@ -124,7 +124,6 @@ class GroupCommitter:
 
     def __init__(self, index: Index, loop: asyncio.AbstractEventLoop) -> None:
         self._index = index
-        self._loop = loop
         self.loop = loop
         """The event loop the callers' futures belong to."""
         self._batch: list[tuple[WriteFn, asyncio.Future[None]]] = []
@@ -146,7 +145,7 @@ class GroupCommitter:
 
     def start(self) -> None:
         self._closed = False
-        self._stopped = self._loop.create_future()
+        self._stopped = self.loop.create_future()
         self._thread = threading.Thread(target=self._run, name="edge-writer", daemon=True)
         self._thread.start()
 
@@ -154,7 +153,7 @@ class GroupCommitter:
         """Queue *op*; it is handed to the writer with everything else submitted in
         this round of the loop, or *at_once* (with what is already waiting, in order)
         when the caller has gathered a round's writes itself."""
-        fut: asyncio.Future[None] = Commit(loop=self._loop)
+        fut: asyncio.Future[None] = Commit(loop=self.loop)
         if self._closed:
             fut.set_exception(CommitFailed("the node is not accepting writes"))
             return fut
@@ -163,7 +162,7 @@ class GroupCommitter:
             self._hand_over()
         elif not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._hand_over)
+            self.loop.call_soon(self._hand_over)
         return fut
 
     def _hand_over(self) -> None:
@@ -194,7 +193,7 @@ class GroupCommitter:
             self._loop_batches()
         finally:
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(_set_done, self._stopped)
+                self.loop.call_soon_threadsafe(_set_done, self._stopped)
 
     def _loop_batches(self) -> None:
         """Commit what the loop hands over, in order. After a failed commit, everything
@@ -233,7 +232,7 @@ class GroupCommitter:
                 error = self._commit(merged)
                 failing = error is not None
             with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
-                self._loop.call_soon_threadsafe(self._done, merged, error)
+                self.loop.call_soon_threadsafe(self._done, merged, error)
             if resume:
                 failing = False
 
@@ -279,7 +278,7 @@ class GroupCommitter:
             finally:
                 self._grown.set()
 
-        self._loop.call_soon_threadsafe(grow)
+        self.loop.call_soon_threadsafe(grow)
         self._grown.wait(STOP_TIMEOUT_S)
 
     def _done(
@@ -292,7 +291,7 @@ class GroupCommitter:
         elif not isinstance(error, _Tainted):
             # The futures' callbacks (which drop the failed writes from the overlays)
             # were just scheduled; ``_resume`` runs after them.
-            self._loop.call_soon(self._resume)
+            self.loop.call_soon(self._resume)
 
     def _resume(self) -> None:
         """Let the writer commit again: what is submitted from now on was decided

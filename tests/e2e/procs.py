@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import subprocess
@@ -133,11 +134,15 @@ async def sell(http: Http, core: Proc, event: dict[str, Any], quantity: int = 1,
     return await http.ok("POST", core.url + "/api/v1/orders", body)  # type: ignore[no-any-return]
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 10.0) -> float:
-    """Poll *check* until true (bounded); return the seconds it took."""
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], within_s: float = 10.0
+) -> float:
+    """Poll *check* (a plain or an async predicate) until true (bounded); return the
+    seconds it took."""
     start = time.monotonic()
     while time.monotonic() - start < within_s:
-        if await check():
+        result = check()
+        if await result if inspect.isawaitable(result) else result:
             return time.monotonic() - start
         await asyncio.sleep(0.02)
     raise AssertionError(f"condition not met within {within_s} s")

@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
-from edge.importer import import_file
-from edge.index import Index
-from edge.model import GateProfile, Mode, ScanRequest
-from edge.scan import ScanService
-from edge.scanlog import GroupCommitter
+from edge.model import ScanRequest
+from tests.edge.inprocess import scan_service
 
 
 async def test_cancelled_scan_keeps_its_reservation_until_committed(tmp_path, venue):
     code = venue.add_ticket("t")
-    data = tmp_path / "node"
-    import_file(data, venue.write(tmp_path / "venue.snap"))
-    index = Index(data)
-    committer = GroupCommitter(index, asyncio.get_running_loop())
-    committer.start()
-    try:
-        service = ScanService(index, committer)
-        await service.put_gate("main", GateProfile(Mode.SINGLE, dates=[10]))
+    async with scan_service(tmp_path, venue) as service:
         first = asyncio.create_task(service.scan(ScanRequest("a", code, "main")))
         for _ in range(10):  # until it is decided, reserved, waiting for its commit
             await asyncio.sleep(0)
@@ -37,8 +27,5 @@ async def test_cancelled_scan_keeps_its_reservation_until_committed(tmp_path, ve
         except asyncio.CancelledError:
             pass
         # Whatever the first request's fate, its scan is on disk and counted once.
-        assert index.state_of(venue.ids["t"]).entries == 1
+        assert service.index.state_of(venue.ids["t"]).entries == 1
         assert not service.pending_state and not service.pending_answers
-    finally:
-        await committer.stop()
-        index.close()

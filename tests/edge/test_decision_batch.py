@@ -7,7 +7,7 @@ import asyncio
 import gc
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,12 @@ import msgspec
 import pytest
 
 import edge.scan
-from edge.importer import import_file
-from edge.index import Index, u64
-from edge.model import GateProfile, Mode, ScanRequest
+from edge.index import u64
+from edge.model import ScanRequest
 from edge.scan import ScanService, UnknownGate
 from edge.scanlog import CommitFailed, GroupCommitter
+from tests.e2e.procs import eventually
+from tests.edge.inprocess import scan_service
 from tests.venue import Venue
 
 
@@ -27,18 +28,8 @@ from tests.venue import Venue
 async def service(tmp_path: Path, venue: Venue) -> AsyncIterator[ScanService]:
     venue.add_ticket("a")
     venue.add_ticket("b")
-    data = tmp_path / "node"
-    import_file(data, venue.write(tmp_path / "venue.snap"))
-    index = Index(data)
-    committer = GroupCommitter(index, asyncio.get_running_loop())
-    committer.start()
-    try:
-        svc = ScanService(index, committer)
-        await svc.put_gate("main", GateProfile(Mode.SINGLE, dates=[10]))
+    async with scan_service(tmp_path, venue) as svc:
         yield svc
-    finally:
-        await committer.stop()
-        index.close()
 
 
 async def test_one_round_mixed_batch(service: ScanService, venue: Venue) -> None:
@@ -136,14 +127,6 @@ async def test_undecodable_remembered_answer_fails_only_its_scan(
     assert good.result().reason == "ok"
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.002)):
-        if condition():
-            return
-        await asyncio.sleep(0.002)
-    raise AssertionError("condition not met in time")
-
-
 async def test_a_scan_decided_on_a_failed_commit_is_not_stored(
     service: ScanService, venue: Venue
 ) -> None:
@@ -154,9 +137,10 @@ async def test_a_scan_decided_on_a_failed_commit_is_not_stored(
     retry admit."""
     a = venue.codes["a"]
     committer = service.committer
-    release_first, in_failing, release_failing = (threading.Event() for _ in range(3))
+    in_slow, release_first, in_failing, release_failing = (threading.Event() for _ in range(4))
 
     def slow(txn: Any, _c: GroupCommitter) -> None:
+        in_slow.set()
         release_first.wait(5)
 
     def failing(txn: Any, _c: GroupCommitter) -> None:
@@ -165,15 +149,15 @@ async def test_a_scan_decided_on_a_failed_commit_is_not_stored(
         raise OSError(5, "Input/output error")
 
     busy = committer.submit(slow)
-    await asyncio.sleep(0.05)  # the writer holds ``slow``: what follows waits together
+    await eventually(in_slow.is_set, 5)  # the writer holds ``slow``: what follows waits
     broken = committer.submit(failing)
     first = asyncio.create_task(service.scan(ScanRequest("1", a, "main")))
-    await until(lambda: bool(service.pending_state))
+    await eventually(lambda: bool(service.pending_state), 5)
     release_first.set()
     await busy
-    await until(in_failing.is_set)  # the writer is in ``failing`` + scan 1: one txn
+    await eventually(in_failing.is_set, 5)  # the writer is in ``failing`` + scan 1: one txn
     second = asyncio.create_task(service.scan(ScanRequest("2", a, "main")))
-    await until(lambda: b"2" in service.pending_answers)
+    await eventually(lambda: b"2" in service.pending_answers, 5)
     assert service.pending_answers[b"2"][1].reason == "already_used"  # decided on scan 1
     release_failing.set()
     for fut in (broken, first, second):

@@ -75,13 +75,13 @@ async def test_sync_tasks_survive_a_failed_commit(tmp_path, venue):
     submit = committer.submit
     failing = {"left": 4}
 
-    def flaky(op):
+    def flaky(op, **kw):
         if failing["left"]:
             failing["left"] -= 1
             fut = asyncio.get_running_loop().create_future()
             fut.set_exception(CommitFailed("disk"))
             return fut
-        return submit(op)
+        return submit(op, **kw)
 
     committer.submit = flaky  # type: ignore[method-assign]
     follower.start()
