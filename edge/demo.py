@@ -62,7 +62,7 @@ def run_demo(data: Path, host: str, port: int, core_port: int, token: str) -> in
     with core_log.open("ab") as log_fh:
         core = subprocess.Popen(
             [sys.executable, "-m", "core", "serve", "--data", str(data / "core"),
-             "--host", "127.0.0.1", "--port", str(core_port), "--admin-token", token],
+             "--host", "127.0.0.1", "--port", str(core_port), f"--admin-token={token}"],
             stdout=log_fh, stderr=log_fh, start_new_session=True,
         )
     try:
