@@ -27,7 +27,7 @@ from edge.follower import Follower
 from edge.index import Index
 from edge.model import GateProfile
 from edge.scan import ScanService
-from edge.scanlog import GroupCommitter
+from edge.scanlog import COMMIT_INTERVAL_S, GroupCommitter
 from sync.client import CoreClient, SyncError
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class EdgeConfig:
     node_id: str | None = None
     sync_writes: bool = True
     """fsync every commit. Off only for throwaway benchmarks of the CPU path."""
+    commit_interval_s: float = COMMIT_INTERVAL_S
+    """Least time between two commits' starts (see ``edge.scanlog.COMMIT_INTERVAL_S``)."""
     gates: dict[str, GateProfile] | None = None
     """Gate profiles to set at start (``--gates FILE``), as if PUT one by one."""
     core: str | None = None
@@ -70,7 +72,9 @@ def build_app(config: EdgeConfig) -> web.Application:
         # without it a commit writes and fdatasyncs only the pages it dirtied.
         index = Index(config.data, sync=config.sync_writes)
         app[NODE_ID] = node_id_for(index, config.node_id)
-        committer = GroupCommitter(index, asyncio.get_running_loop())
+        committer = GroupCommitter(
+            index, asyncio.get_running_loop(), interval_s=config.commit_interval_s
+        )
         committer.start()
         service = ScanService(index, committer)
         app[SERVICE] = service

@@ -21,6 +21,7 @@ from aiohttp import web
 from edge.app import EdgeConfig, build_app
 from edge.importer import import_file
 from edge.model import GateProfile
+from edge.scanlog import COMMIT_INTERVAL_S
 from sync.snapshot import SnapshotError
 
 log = logging.getLogger("edge")
@@ -65,6 +66,20 @@ async def _serve(config: EdgeConfig) -> None:
     await stop.wait()
     log.info("stopping: draining in-flight scans")
     await runner.cleanup()
+
+
+MAX_COMMIT_INTERVAL_MS = 50.0
+
+
+def _interval_ms(text: str) -> float:
+    """``--commit-interval-ms``: 0 to 50 ms (more would make every answer wait)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= MAX_COMMIT_INTERVAL_MS:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_COMMIT_INTERVAL_MS:g} ms")
+    return value
 
 
 GC_THRESHOLDS = (10_000, 50, 1_000)
@@ -123,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--node-id", help="stable node id (default: generated once, stored)")
     serve.add_argument("--no-sync-writes", action="store_true",
                        help="do not fsync commits (benchmarks of the CPU path only)")
+    serve.add_argument("--commit-interval-ms", type=_interval_ms,
+                       default=COMMIT_INTERVAL_S * 1000,
+                       help="least time between two group commits' starts while scans "
+                       "keep coming: more scans per commit, at the price of that much latency "
+                       "(default %(default)s: back to back)")
     serve.add_argument("--core", help="core base URL to follow and upload scans to")
     serve.add_argument("--core-token", default=os.environ.get("EDGE_CORE_TOKEN", ""),
                        help="venue-scoped node token for the core (or EDGE_CORE_TOKEN)")
@@ -173,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     config = EdgeConfig(
         data=args.data, admin_token=_admin_token(args.data, args.admin_token),
         host=args.host, port=args.port, node_id=args.node_id,
-        sync_writes=not args.no_sync_writes, gates=gates,
+        sync_writes=not args.no_sync_writes, commit_interval_s=args.commit_interval_ms / 1000,
+        gates=gates,
         core=args.core, core_token=args.core_token, venue=args.venue,
     )
     try:
