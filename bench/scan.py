@@ -596,6 +596,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "connections": args.connections,
         "wrk_threads": args.threads,
         "pinned": two_cores,
+        "sync_writes": args.sync_writes,
+        "commit_interval_ms": args.commit_interval_ms,
     }
     procs: list[Proc] = []
     rng = random.Random(args.seed)
@@ -643,7 +645,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError(f"edge import failed: {imported.stdout}{imported.stderr}")
             port = free_port()
             serve = [python, "-m", "edge", "serve", "--data", str(data), "--host", "127.0.0.1"]
-            serve += ["--port", str(port), "--admin-token", token, "--log-level", "WARNING"]
+            # ``--opt=value``: a generated token may begin with "-".
+            serve += ["--port", str(port), f"--admin-token={token}", "--log-level", "WARNING"]
+            if not args.sync_writes:
+                serve.append("--no-sync-writes")
+            if args.commit_interval_ms is not None:
+                serve += ["--commit-interval-ms", str(args.commit_interval_ms)]
             node_proc = start("edge", serve, run_dir, server_cpu)
             procs.append(node_proc)
             node_url = f"http://127.0.0.1:{port}"
@@ -840,6 +847,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-half-rate", dest="half_rate", action="store_false")
     parser.add_argument("--no-node", dest="node", action="store_false", help="baseline only")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
+    parser.add_argument(
+        "--commit-interval-ms",
+        type=float,
+        default=None,
+        help="the node's least time between group commits (default: the node's own)",
+    )
+    parser.add_argument(
+        "--no-sync-writes",
+        dest="sync_writes",
+        action="store_false",
+        help="run the node without fsync (a diagnostic: it shows what the disk's flushes "
+        "cost; such a node is not durable, so its figures never count against a target)",
+    )
     parser.add_argument(
         "--perf",
         action="store_true",
