@@ -391,6 +391,38 @@ def http(
         return int(exc.code), exc.read()
 
 
+def start_node(
+    name: str, data: Path, token: str, logs: Path, cpu: int | None, extra: list[str]
+) -> tuple[Proc, str]:
+    """``edge serve`` on *data* at a free port on 127.0.0.1; *extra* serve arguments."""
+    port = free_port()
+    serve = [sys.executable, "-m", "edge", "serve", "--data", str(data), "--host", "127.0.0.1",
+             # ``--opt=value``: a generated token may begin with "-".
+             "--port", str(port), f"--admin-token={token}", "--log-level", "WARNING", *extra]
+    return start(name, serve, logs, cpu), f"http://127.0.0.1:{port}"
+
+
+def put_gates(url: str, token: str, gates: dict[str, Any]) -> None:
+    for name, profile in gates.items():
+        status, body = http("PUT", f"{url}/api/v1/gates/{name}", token, profile)
+        if status >= 300:
+            raise RuntimeError(f"PUT gate {name}: {status} {body[:300]!r}")
+
+
+def copy_index(source: Path, target: Path) -> None:
+    """A compacted copy of an LMDB index. Not ``shutil.copytree``: the imported file is
+    sparse (written with writemap), and a plain copy writes the whole map to disk,
+    whose writeback then competes with the node's own fsyncs."""
+    import lmdb
+
+    target.mkdir(parents=True)
+    env = lmdb.open(str(source), readonly=True, lock=False)
+    try:
+        env.copy(str(target), compact=True)
+    finally:
+        env.close()
+
+
 def wait_ready(proc: Proc, url: str, token: str, timeout: float) -> float:
     """Seconds until ``GET url`` answers 200; raise if the process dies or time runs out."""
     started = time.perf_counter()
@@ -599,6 +631,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "sync_writes": args.sync_writes,
         "commit_interval_ms": args.commit_interval_ms,
     }
+    if not args.sync_writes:
+        figures.setdefault("warnings", []).append(
+            "--no-sync-writes: the node did not fsync; a diagnostic, not a figure to report"
+        )
     procs: list[Proc] = []
     rng = random.Random(args.seed)
     nonce = secrets.token_hex(4)
@@ -643,24 +679,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             figures["import_s"] = round(time.perf_counter() - t0, 2)
             if imported.returncode != 0:
                 raise RuntimeError(f"edge import failed: {imported.stdout}{imported.stderr}")
-            port = free_port()
-            serve = [python, "-m", "edge", "serve", "--data", str(data), "--host", "127.0.0.1"]
-            # ``--opt=value``: a generated token may begin with "-".
-            serve += ["--port", str(port), f"--admin-token={token}", "--log-level", "WARNING"]
-            if not args.sync_writes:
-                serve.append("--no-sync-writes")
+            extra = [] if args.sync_writes else ["--no-sync-writes"]
             if args.commit_interval_ms is not None:
-                serve += ["--commit-interval-ms", str(args.commit_interval_ms)]
-            node_proc = start("edge", serve, run_dir, server_cpu)
+                extra += ["--commit-interval-ms", str(args.commit_interval_ms)]
+            node_proc, node_url = start_node("edge", data, token, run_dir, server_cpu, extra)
             procs.append(node_proc)
-            node_url = f"http://127.0.0.1:{port}"
             figures["ready_s"] = round(
                 wait_ready(node_proc, node_url + "/api/v1/status", token, 120.0), 3
             )
-            for name, profile in gates.items():
-                status, body = http("PUT", f"{node_url}/api/v1/gates/{name}", token, profile)
-                if status >= 300:
-                    raise RuntimeError(f"PUT gate {name}: {status} {body[:300]!r}")
+            put_gates(node_url, token, gates)
 
         wait_ready(baseline, base_url + "/api/v1/status", token, 30.0)
 

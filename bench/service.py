@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 
 from bench.report import ForeignCpu, emit, note, pin
-from bench.scan import dataset_for, load_pools, scan_lines
+from bench.scan import copy_index, dataset_for, load_pools, scan_lines
 
 WARMUP_SCANS = 1000
 
@@ -126,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
         )
         for conc in levels:
             data = Path(tmp) / f"c{conc}"
-            shutil.copytree(pristine, data)
+            copy_index(pristine, data)
             count = WARMUP_SCANS + args.scans
             bodies = [
                 b'{"scan_id":"svc-%d-%d",' % (conc, i) + line

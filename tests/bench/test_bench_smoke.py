@@ -93,11 +93,12 @@ def test_decide_quick_prints_figures() -> None:
 def test_ab_alternates_two_node_configurations(tmp_path: Path) -> None:
     figures = run_bench(
         "ab", "--tickets", "2000", "--rate", "200", "--seconds", "1", "--pairs", "1",
-        "--b", "--commit-interval-ms 50", "--work", str(tmp_path),
+        "--b=--commit-interval-ms 50", "--work", str(tmp_path),
     )
     a, b = figures["runs"]["a"][0], figures["runs"]["b"][0]
     assert a["errors"] == 0 and b["errors"] == 0
     assert a["server_cpu"] > 0 and b["server_cpu"] > 0
     # B's node got its argument: at least 50 ms between two commits' starts.
     assert b["commits_per_s"] <= 21
+    assert a["commits_per_s"] > b["commits_per_s"]
     assert set(figures["median"]) == {"a", "b"}
