@@ -21,7 +21,7 @@ from aiohttp import web
 from edge.app import EdgeConfig, build_app
 from edge.importer import import_file
 from edge.model import GateProfile
-from edge.scanlog import COMMIT_INTERVAL_S
+from edge.scanlog import COMMIT_INTERVAL_S, MAX_COMMIT_INTERVAL_S
 from sync.snapshot import SnapshotError
 
 log = logging.getLogger("edge")
@@ -68,11 +68,11 @@ async def _serve(config: EdgeConfig) -> None:
     await runner.cleanup()
 
 
-MAX_COMMIT_INTERVAL_MS = 50.0
+MAX_COMMIT_INTERVAL_MS = MAX_COMMIT_INTERVAL_S * 1000
 
 
 def _interval_ms(text: str) -> float:
-    """``--commit-interval-ms``: 0 to 50 ms (more would make every answer wait)."""
+    """``--commit-interval-ms``: 0 to 50 ms (more would keep answers under load waiting)."""
     try:
         value = float(text)
     except ValueError:

@@ -44,7 +44,7 @@ def _seed(core_url: str, token: str, dest: Path) -> dict[str, Any]:
         loaded: dict[str, Any] = json.loads(dest.read_text())
         return loaded
     out = subprocess.run(
-        [sys.executable, "-m", "core", "demo", "--core", core_url, "--token", token,
+        [sys.executable, "-m", "core", "demo", "--core", core_url, f"--token={token}",
          "--venue", VENUE, "--tonight"],
         check=True, capture_output=True, text=True, timeout=60,
     )

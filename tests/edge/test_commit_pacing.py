@@ -10,10 +10,10 @@ import pytest
 
 from edge.cli import main
 from edge.index import Index
-from edge.scanlog import GroupCommitter
+from edge.scanlog import MAX_COMMIT_INTERVAL_S, GroupCommitter
 
-INTERVAL_S = 1.0
-"""Far longer than the gaps between the hand-overs below, even on a slow machine."""
+INTERVAL_S = MAX_COMMIT_INTERVAL_S
+"""Far longer than the hand-overs below take (microseconds, no await between them)."""
 
 
 def _put(key: bytes):
@@ -28,16 +28,14 @@ async def test_writes_within_the_interval_share_one_commit(tmp_path: Path) -> No
     committer = GroupCommitter(index, asyncio.get_running_loop(), interval_s=INTERVAL_S)
     committer.start()
     try:
-        await committer.submit(_put(b"first"))  # starts the interval
+        await committer.submit(_put(b"first"))
+        assert committer.paced_seconds == 0.0  # an idle node commits at once
         before = committer.commits
-        futures = []
-        for i in range(3):
-            # Each in its own loop round: three separate hand-overs to the writer.
-            futures.append(committer.submit(_put(b"k%d" % i)))
-            await asyncio.sleep(0.01)
+        # Three separate hand-overs to the writer, while it waits for the interval.
+        futures = [committer.submit(_put(b"k%d" % i), at_once=True) for i in range(3)]
         await asyncio.gather(*futures)
         assert committer.commits - before == 1
-        assert committer.committed_ops >= 4
+        assert committer.paced_seconds > 0.0
         with index.env.begin(db=index.meta) as txn:
             assert [txn.get(b"k%d" % i) for i in range(3)] == [b"1"] * 3
     finally:
@@ -45,17 +43,42 @@ async def test_writes_within_the_interval_share_one_commit(tmp_path: Path) -> No
         index.close()
 
 
-async def test_without_an_interval_each_hand_over_commits_alone(tmp_path: Path) -> None:
+async def test_no_wait_once_the_interval_has_passed(tmp_path: Path) -> None:
+    index = Index(tmp_path / "n")
+    committer = GroupCommitter(index, asyncio.get_running_loop(), interval_s=0.05)
+    committer.start()
+    try:
+        for i in range(3):
+            await committer.submit(_put(b"k%d" % i))
+            await asyncio.sleep(0.1)
+        assert committer.commits == 3
+        assert committer.paced_seconds == 0.0
+    finally:
+        await committer.stop()
+        index.close()
+
+
+async def test_without_an_interval_commits_never_wait(tmp_path: Path) -> None:
     index = Index(tmp_path / "n")
     committer = GroupCommitter(index, asyncio.get_running_loop(), interval_s=0.0)
     committer.start()
     try:
-        before = committer.commits
-        for i in range(3):
-            await committer.submit(_put(b"k%d" % i))
-        assert committer.commits - before == 3
+        await asyncio.gather(*(committer.submit(_put(b"k%d" % i)) for i in range(50)))
+        for i in range(5):
+            await committer.submit(_put(b"s%d" % i))
+        assert committer.paced_seconds == 0.0
     finally:
         await committer.stop()
+        index.close()
+
+
+@pytest.mark.parametrize("interval", [-0.001, 0.051, float("nan"), float("inf")])
+async def test_committer_refuses_bad_intervals(tmp_path: Path, interval: float) -> None:
+    index = Index(tmp_path / "n")
+    try:
+        with pytest.raises(ValueError, match="commit interval"):
+            GroupCommitter(index, asyncio.get_running_loop(), interval_s=interval)
+    finally:
         index.close()
 
 
