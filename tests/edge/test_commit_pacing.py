@@ -4,6 +4,8 @@ share the next commit, so a busy node pays one commit's flushes for many scans."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,11 +25,21 @@ def _put(key: bytes):
     return op
 
 
-async def test_writes_within_the_interval_share_one_commit(tmp_path: Path) -> None:
-    index = Index(tmp_path / "n")
-    committer = GroupCommitter(index, asyncio.get_running_loop(), interval_s=INTERVAL_S)
+@contextlib.asynccontextmanager
+async def running(path: Path, interval_s: float) -> AsyncIterator[GroupCommitter]:
+    """A started committer on a fresh index at *path*; stopped and closed after."""
+    index = Index(path)
+    committer = GroupCommitter(index, asyncio.get_running_loop(), interval_s=interval_s)
     committer.start()
     try:
+        yield committer
+    finally:
+        await committer.stop()
+        index.close()
+
+
+async def test_writes_within_the_interval_share_one_commit(tmp_path: Path) -> None:
+    async with running(tmp_path / "n", INTERVAL_S) as committer:
         await committer.submit(_put(b"first"))
         assert committer.paced_seconds == 0.0  # an idle node commits at once
         before = committer.commits
@@ -36,40 +48,26 @@ async def test_writes_within_the_interval_share_one_commit(tmp_path: Path) -> No
         await asyncio.gather(*futures)
         assert committer.commits - before == 1
         assert committer.paced_seconds > 0.0
+        index = committer._index
         with index.env.begin(db=index.meta) as txn:
             assert [txn.get(b"k%d" % i) for i in range(3)] == [b"1"] * 3
-    finally:
-        await committer.stop()
-        index.close()
 
 
 async def test_no_wait_once_the_interval_has_passed(tmp_path: Path) -> None:
-    index = Index(tmp_path / "n")
-    committer = GroupCommitter(index, asyncio.get_running_loop(), interval_s=0.05)
-    committer.start()
-    try:
+    async with running(tmp_path / "n", 0.05) as committer:
         for i in range(3):
             await committer.submit(_put(b"k%d" % i))
             await asyncio.sleep(0.1)
         assert committer.commits == 3
         assert committer.paced_seconds == 0.0
-    finally:
-        await committer.stop()
-        index.close()
 
 
 async def test_without_an_interval_commits_never_wait(tmp_path: Path) -> None:
-    index = Index(tmp_path / "n")
-    committer = GroupCommitter(index, asyncio.get_running_loop(), interval_s=0.0)
-    committer.start()
-    try:
+    async with running(tmp_path / "n", 0.0) as committer:
         await asyncio.gather(*(committer.submit(_put(b"k%d" % i)) for i in range(50)))
         for i in range(5):
             await committer.submit(_put(b"s%d" % i))
         assert committer.paced_seconds == 0.0
-    finally:
-        await committer.stop()
-        index.close()
 
 
 @pytest.mark.parametrize("interval", [-0.001, 0.051, float("nan"), float("inf")])
