@@ -410,9 +410,9 @@ def put_gates(url: str, token: str, gates: dict[str, Any]) -> None:
 
 
 def copy_index(source: Path, target: Path) -> None:
-    """A compacted copy of an LMDB index. Not ``shutil.copytree``: the imported file is
-    sparse (written with writemap), and a plain copy writes the whole map to disk,
-    whose writeback then competes with the node's own fsyncs."""
+    """A compacted copy of an LMDB index, in the page cache. Not ``shutil.copytree``: the
+    imported file is sparse (written with writemap), and a plain copy writes the whole
+    map, whose writeback then competes with the node's own fsyncs."""
     import lmdb
 
     target.mkdir(parents=True)
@@ -421,6 +421,11 @@ def copy_index(source: Path, target: Path) -> None:
         env.copy(str(target), compact=True)
     finally:
         env.close()
+    # LMDB copies with O_DIRECT: read the copy once, or the node's first thousands of
+    # scans fault its pages in from the disk (a cold node, not the steady state).
+    with open(target / "data.mdb", "rb", buffering=0) as fh:
+        while fh.read(1 << 20):
+            pass
 
 
 def wait_ready(proc: Proc, url: str, token: str, timeout: float) -> float:
