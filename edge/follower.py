@@ -32,7 +32,7 @@ import msgspec
 
 from edge.decision import limits_of
 from edge.importer import ImportReport, import_into
-from edge.index import U64, Index, encoder, record_decoder, u64
+from edge.index import U64, encoder, record_decoder, u64
 from edge.scan import ScanService
 from edge.scanlog import CommitFailed, GroupCommitter, LogEntry, log_decoder
 from sync.client import (
@@ -158,7 +158,6 @@ class Follower:
                 else (round(now - self.caught_up_at, 3) if self.caught_up_at else None)
             ),
             "outbox": self.outbox_depth(),
-            "unconfirmed_quick_cancels": len(self.service.held),
             "upload_cursor": self.upload_cursor(),
             "connected": self.down.connected and (self.up.connected or not self.up.failures),
             "changes": self.down.as_dict(),
@@ -331,15 +330,25 @@ class Follower:
                 catalog = change.catalog
             elif isinstance(change, ScanAdmitted) and change.node != self.node_id:
                 admitted.append(change)
-        # Stock this node quick-cancelled stays cancelled until the core has decided.
-        records = {ident: self.service.hold_cancelled(r) for ident, r in records.items()}
         cursor_raw = encoder.encode(batch.cursor)
         catalog_raw = encoder.encode(catalog) if catalog is not None else None
         record_rows = [(r, encoder.encode(r)) for r in records.values()]
         index = self.index
 
         def write(txn: Any) -> None:
-            _put_records(txn, index, record_rows)
+            for record, raw in record_rows:
+                key = u64(record.id)
+                old_raw = txn.get(key, db=index.records)
+                if old_raw is not None:
+                    old = record_decoder.decode(old_raw)
+                    if old.code_digest != record.code_digest:
+                        txn.delete(old.code_digest, db=index.codes)
+                    for uid in set(old.media) - set(record.media):
+                        txn.delete(code_digest(uid), db=index.media)
+                txn.put(key, raw, db=index.records)
+                txn.put(record.code_digest, key, db=index.codes)
+                for uid in record.media:
+                    txn.put(code_digest(uid), key, db=index.media)
             if catalog_raw is not None:
                 txn.put(b"catalog", catalog_raw, db=index.meta)
             txn.put(b"cursor", cursor_raw, db=index.meta)
@@ -454,21 +463,15 @@ class Follower:
                 # Only what the node cancelled goes to the core: a quick cancel it refused
                 # (sold, used, forged...) must not cancel anything there either.
                 if entry.code and entry.result == "accepted":
-                    reason = ""
                     try:
-                        answer = await self.client.quick_cancel(
+                        await self.client.quick_cancel(
                             QuickCancelRequest(entry.scan_id, entry.code), self.verify
                         )
-                        if answer.result != "accepted":
-                            reason = answer.reason
                     except CoreRefused as exc:
                         if exc.status not in ITEM_REFUSED:
                             raise
                         self._refused(f"quick_cancel_{exc.status}")
                         log.warning("core refused quick cancel %s: %s", entry.scan_id, exc)
-                        reason = f"http_{exc.status}"
-                    if reason:
-                        await self._quick_cancel_refused(entry.ticket, reason)
                 last = seq
                 continue
             scans.append(_item(entry))
@@ -476,27 +479,6 @@ class Follower:
         if scans:
             await self._send_scans(scans)
         return last
-
-    async def _quick_cancel_refused(self, ident: int, reason: str) -> None:
-        """The core did not cancel what this node quick-cancelled (it was sold there
-        meanwhile, say): its feed is the authority again. A version it sent during the
-        hold is stored now; none came if the core's record did not change."""
-        latest = self.service.release(ident)
-        if latest is None or reason == "cancelled":  # cancelled there too: keep ours
-            return
-        rows = [(latest, encoder.encode(latest))]
-        index = self.index
-
-        def op(txn: Any, _committer: GroupCommitter) -> None:
-            _put_records(txn, index, rows)
-
-        try:
-            await self.committer.submit(op)
-        except CommitFailed as exc:
-            # Hold again; the quick cancel goes up again (the core answers the same
-            # by scan_id) and this runs again.
-            self.service.held[ident] = latest
-            raise CoreUnavailable(f"storing the core's record failed: {exc}") from exc
 
     async def _send_scans(self, items: list[ScanItem]) -> None:
         result = await self.client.upload(ScanUpload(self.node_id, items), self.verify)
@@ -508,24 +490,6 @@ class Follower:
 
     def _refused(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
-
-
-def _put_records(txn: Any, index: Index, rows: list[tuple[Record, bytes]]) -> None:
-    """Store records from the core with their code and media-id keys, dropping the
-    keys an earlier version had and this one has not."""
-    for record, raw in rows:
-        key = u64(record.id)
-        old_raw = txn.get(key, db=index.records)
-        if old_raw is not None:
-            old = record_decoder.decode(old_raw)
-            if old.code_digest != record.code_digest:
-                txn.delete(old.code_digest, db=index.codes)
-            for uid in set(old.media) - set(record.media):
-                txn.delete(code_digest(uid), db=index.media)
-        txn.put(key, raw, db=index.records)
-        txn.put(record.code_digest, key, db=index.codes)
-        for uid in record.media:
-            txn.put(code_digest(uid), key, db=index.media)
 
 
 def _item(entry: LogEntry) -> ScanItem:

@@ -155,11 +155,6 @@ class ScanService:
         self.pending_answers: dict[bytes, tuple[asyncio.Future[None], StoredAnswer]] = {}
         """Scans decided but not committed yet: a retry of one waits for the same commit."""
         self.pending_quick: dict[bytes, tuple[asyncio.Future[None], QuickCancelAnswer]] = {}
-        self.held: dict[int, Record | None] = {}
-        """Records this node quick-cancelled that the core has neither confirmed (its
-        feed sent them cancelled) nor refused yet: id -> the latest version the feed
-        sent meanwhile, if any. A feed change older than the core's own cancellation
-        must not make the stock valid again in between (``hold_cancelled``)."""
         self._batch: _Batch | None = None
         """The decision batch scans join until its callback runs (``scan``)."""
         self._generation = 0
@@ -549,23 +544,6 @@ class ScanService:
 
     # -- quick cancellation ----------------------------------------------------------
 
-    def hold_cancelled(self, record: Record) -> Record:
-        """The version of *record* (from the core's feed) to store: a stock ticket this
-        node quick-cancelled stays cancelled until the core has decided. The core's
-        cancelled version releases the hold; another is kept for ``release``."""
-        if record.id not in self.held:
-            return record
-        if record.status == Status.CANCELLED:
-            del self.held[record.id]
-            return record
-        self.held[record.id] = record
-        return msgspec.structs.replace(record, status=Status.CANCELLED)
-
-    def release(self, ident: int) -> Record | None:
-        """The core refused this node's quick cancel of *ident* (sold meanwhile, say):
-        end the hold; returns the feed's latest version to store, if one came."""
-        return self.held.pop(ident, None)
-
     async def quick_cancel(self, scan_id: str, code: str) -> QuickCancelAnswer:
         """Cancel unsold printed stock at once. Never an online customer's or used ticket.
 
@@ -604,11 +582,8 @@ class ScanService:
         answer = QuickCancelAnswer(result, reason)
         entry = LogEntry(scan_id, ident, result, reason, Direction.ENTRY, "", "",
                          0, now, now, "quick_cancel", False, code)
-        holding = new_record is not None and ident not in self.held
         if new_record is not None:
             self.pending_records[ident] = new_record
-            if holding:
-                self.held[ident] = None
         committed = self._log(
             sid, entry, encoder.encode(answer), self.index.records, ident,
             encoder.encode(new_record) if new_record is not None else None,
@@ -620,7 +595,5 @@ class ScanService:
             del self.pending_quick[sid]
             if new_record is not None:
                 self.pending_records.pop(ident, None)
-            if holding and (not committed.done() or committed.exception() is not None):
-                self.held.pop(ident, None)
         self.counters.quick_cancels += result is Result.ACCEPTED
         return answer
