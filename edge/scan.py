@@ -44,6 +44,7 @@ from sync.codes import (
     MAX_CODE_CHARS,
     Claims,
     KeyRing,
+    Kind,
     ParsedCode,
     code_digest,
     is_signed_text,
@@ -547,8 +548,10 @@ class ScanService:
     async def quick_cancel(self, scan_id: str, code: str) -> QuickCancelAnswer:
         """Cancel unsold printed stock at once. Never an online customer's or used ticket.
 
-        Refusals: ``malformed``/``forged``/``unknown`` (no such stock), ``cancelled``
-        (already), ``already_used``, and ``sold`` (sold to a customer: not stock).
+        Refusals: ``malformed``/``forged``/``unknown`` (no such stock, or a card's media
+        id rather than the printed code), ``cancelled`` (already), ``already_used``, and
+        ``sold`` (sold to a customer, or a pass: not stock). The same rules as the core's
+        (``core.stock.quick_cancel``), so the two never disagree on what was cancelled.
         """
         sid = QUICK_CANCEL_PREFIX + scan_id.encode()
         waiting = self.pending_quick.get(sid)
@@ -566,13 +569,18 @@ class ScanService:
             found = self._find(txn, code)
             if isinstance(found, Reason):
                 reason: str = found
+            elif found.code_digest != code_digest(code):
+                # A card's media id: the core cancels stock by its printed code only and
+                # would refuse this, leaving the two disagreeing (cancelled only here).
+                reason = Reason.UNKNOWN
             else:
                 ident = found.id
                 if found.status == Status.CANCELLED:
                     reason = Reason.CANCELLED
                 elif self.state_in(txn, ident).entries:
                     reason = Reason.ALREADY_USED
-                elif found.sold or found.channel == Channel.ONLINE:
+                elif found.sold or found.channel == Channel.ONLINE or found.kind != Kind.TICKET:
+                    # A pass is never stock to the core either (``core.stock``).
                     reason = QUICK_CANCEL_SOLD
                 else:
                     reason = Reason.OK

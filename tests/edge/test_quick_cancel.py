@@ -123,3 +123,26 @@ async def test_a_scan_id_cannot_reach_a_quick_cancels_remembered_answer(edge, ve
     assert (answer["result"], answer["reason"]) == ("accepted", "ok")
     assert (await node.scan(other))["reason"] == "cancelled"
     assert (await node.scan(ticket))["reason"] == "ok"
+
+
+async def test_only_what_the_core_would_cancel_is_cancelled(edge, venue):
+    """The core cancels stock by its printed code, and never a pass: the node used to
+    cancel a card's stock by its media id, or an unsold pass, which the core then
+    refused, and the holder stayed refused at this node alone."""
+    import msgspec
+
+    card_stock = venue.add_ticket("card", channel=Channel.BOX_OFFICE, sold=False,
+                                  media=("04A1B2C3D4",))
+    pass_code = venue.add_pass("pass", 500)
+    venue.records[-1] = msgspec.structs.replace(
+        venue.records[-1], channel=Channel.BOX_OFFICE, sold=False)
+    node = await edge.start()
+    await node.gate("main", mode="single", dates=[10])
+    by_card = await quick_cancel(node, "04A1B2C3D4", "qc-card")
+    assert (by_card["result"], by_card["reason"]) == ("rejected", "unknown")
+    unsold_pass = await quick_cancel(node, pass_code, "qc-pass")
+    assert (unsold_pass["result"], unsold_pass["reason"]) == ("rejected", "sold")
+    # The printed code still cancels that stock.
+    by_code = await quick_cancel(node, card_stock, "qc-code")
+    assert (by_code["result"], by_code["reason"]) == ("accepted", "ok")
+    assert (await node.scan("04A1B2C3D4"))["reason"] == "cancelled"
