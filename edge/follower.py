@@ -33,7 +33,7 @@ import msgspec
 from edge.decision import limits_of
 from edge.importer import ImportReport, import_into
 from edge.index import U64, encoder, record_decoder, u64
-from edge.scan import ScanService
+from edge.scan import QUICK_CANCEL_BEFORE, ScanService
 from edge.scanlog import CommitFailed, GroupCommitter, LogEntry, log_decoder
 from sync.client import (
     RETRYABLE,
@@ -48,7 +48,7 @@ from sync.client import (
 from sync.codes import KeyRing, code_digest, verify_feed
 from sync.feed import Backoff, Link
 from sync.rules import Direction, Mode, Reason, ScanState, step
-from sync.snapshot import Catalog, Record, SnapshotReader
+from sync.snapshot import Catalog, Record, SnapshotReader, Status
 from sync.wire import (
     CatalogChanged,
     ChangeBatch,
@@ -463,15 +463,23 @@ class Follower:
                 # Only what the node cancelled goes to the core: a quick cancel it refused
                 # (sold, used, forged...) must not cancel anything there either.
                 if entry.code and entry.result == "accepted":
+                    refusal = ""
                     try:
-                        await self.client.quick_cancel(
+                        answer = await self.client.quick_cancel(
                             QuickCancelRequest(entry.scan_id, entry.code), self.verify
                         )
+                        if answer.result != "accepted":
+                            refusal = answer.reason
                     except CoreRefused as exc:
                         if exc.status not in ITEM_REFUSED:
                             raise
                         self._refused(f"quick_cancel_{exc.status}")
                         log.warning("core refused quick cancel %s: %s", entry.scan_id, exc)
+                        refusal = f"http_{exc.status}"
+                    # Cancelled at the core already: the two agree, nothing to undo.
+                    await self._settle_quick_cancel(
+                        seq, entry.ticket, undo=refusal not in ("", "cancelled")
+                    )
                 last = seq
                 continue
             scans.append(_item(entry))
@@ -479,6 +487,32 @@ class Follower:
         if scans:
             await self._send_scans(scans)
         return last
+
+    async def _settle_quick_cancel(self, seq: int, ident: int, *, undo: bool) -> None:
+        """The core has answered the quick cancel logged at *seq*. If it refused (the
+        ticket was sold there meanwhile, say), put the record back as it was, unless the
+        feed has already replaced this node's cancelled version: else the holder would be
+        refused here alone, for as long as the core does not change the record again."""
+        key = QUICK_CANCEL_BEFORE + u64(seq)
+        index = self.index
+
+        def op(txn: Any, _committer: GroupCommitter) -> None:
+            before_raw = txn.get(key, db=index.meta)
+            if before_raw is None:
+                return
+            if undo:
+                before = record_decoder.decode(before_raw)
+                current_raw = txn.get(u64(ident), db=index.records)
+                cancelled = msgspec.structs.replace(before, status=Status.CANCELLED)
+                if current_raw is not None and record_decoder.decode(current_raw) == cancelled:
+                    txn.put(u64(ident), before_raw, db=index.records)
+                    log.warning("core refused quick cancel of ticket %d: put back", ident)
+            txn.delete(key, db=index.meta)
+
+        try:
+            await self.committer.submit(op)
+        except CommitFailed as exc:  # the quick cancel goes up again; the core answers alike
+            raise CoreUnavailable(f"settling a quick cancel failed: {exc}") from exc
 
     async def _send_scans(self, items: list[ScanItem]) -> None:
         result = await self.client.upload(ScanUpload(self.node_id, items), self.verify)

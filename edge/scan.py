@@ -67,6 +67,10 @@ MAX_SCAN_ID_BYTES: Final = 511 - len(QUICK_CANCEL_PREFIX)
 """A scan_id is a key of the ``answers`` db (after ``QUICK_CANCEL_PREFIX`` for a quick
 cancel): LMDB refuses keys over 511 bytes, and 128 characters may take 512 in UTF-8."""
 QUICK_CANCEL_SOLD: Final = "sold"
+QUICK_CANCEL_BEFORE: Final = b"qc_before:"
+"""Meta key prefix (+ the log entry's seq): a quick-cancelled record as it was before,
+kept until the core has answered that quick cancel; if the core refuses it (sold there
+meanwhile, say), the record is put back (``Follower._settle_quick_cancel``)."""
 
 _profile_decoder: Final = msgspec.msgpack.Decoder(GateProfile)
 _quick_decoder: Final = msgspec.msgpack.Decoder(QuickCancelAnswer)
@@ -513,18 +517,21 @@ class ScanService:
         return self.committer.submit(op, at_once=True)
 
     def _log(
-        self, sid: bytes, entry: LogEntry, answer_raw: bytes, db: Any, ident: int,
-        raw: bytes | None,
+        self, sid: bytes, entry: LogEntry, answer_raw: bytes, ident: int,
+        raw: bytes | None, before_raw: bytes | None,
     ) -> asyncio.Future[None]:
         """Queue one logged write (quick cancels): the log entry, the remembered answer,
-        and the new record when there is one; all in one commit."""
-        answers = self.index.answers
+        and when the stock is cancelled its new record and the record as it was before
+        (``QUICK_CANCEL_BEFORE``); all in one commit."""
+        index = self.index
 
         def op(txn: Any, committer: GroupCommitter) -> None:
-            committer.append_log(txn, entry)
+            seq = committer.append_log(txn, entry)
             if raw is not None:
-                txn.put(u64(ident), raw, db=db)
-            txn.put(sid, answer_raw, db=answers)
+                txn.put(u64(ident), raw, db=index.records)
+            if before_raw is not None:
+                txn.put(QUICK_CANCEL_BEFORE + u64(seq), before_raw, db=index.meta)
+            txn.put(sid, answer_raw, db=index.answers)
 
         return self.committer.submit(op)
 
@@ -593,8 +600,9 @@ class ScanService:
         if new_record is not None:
             self.pending_records[ident] = new_record
         committed = self._log(
-            sid, entry, encoder.encode(answer), self.index.records, ident,
+            sid, entry, encoder.encode(answer), ident,
             encoder.encode(new_record) if new_record is not None else None,
+            encoder.encode(found) if new_record is not None else None,
         )
         self.pending_quick[sid] = (committed, answer)
         try:

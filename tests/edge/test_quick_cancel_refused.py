@@ -1,0 +1,126 @@
+"""A quick cancel the core refuses is undone at the node.
+
+The node cancels stock at once and tells the core later. If the core refuses (the box
+office sold that ticket meanwhile), the node used to keep its cancelled record until the
+core changed the record again: the customer was refused at this node alone.
+
+The core here is a scripted HTTP server on 127.0.0.1 that signs its answers like the
+core: the real core cannot be made to sell a ticket between the node's quick cancel and
+its upload deterministically. The accepted path runs against the real core in
+``tests/e2e/test_sync.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import msgspec
+import pytest
+from aiohttp import web
+
+from edge.follower import Follower
+from edge.index import u64
+from edge.model import ScanRequest
+from edge.scan import QUICK_CANCEL_BEFORE, ScanService
+from sync.client import CoreClient
+from sync.codes import ACK_DOMAIN, sign_feed
+from sync.snapshot import Channel, Record
+from sync.wire import ChangeBatch, QuickCancelAnswer, RecordChanged
+from tests.edge.inprocess import scan_service
+from tests.venue import Venue
+
+Answer = Callable[[str], web.Response]
+
+
+@pytest.fixture
+async def core(venue: Venue) -> AsyncIterator[tuple[CoreClient, list[str]]]:
+    """A core that answers every quick cancel with the next result of its list
+    (``result/reason``, or an HTTP status), signed with the venue's key."""
+    script: list[str] = []
+
+    async def quick_cancel(request: web.Request) -> web.Response:
+        scan_id = msgspec.msgpack.decode(await request.read())["scan_id"]
+        step = script.pop(0)
+        if step.isdigit():
+            return web.Response(status=int(step), text="refused")
+        result, reason = step.split("/")
+        body = msgspec.msgpack.encode(QuickCancelAnswer(scan_id, result, reason))  # type: ignore[arg-type]
+        signature = sign_feed(body, venue.key_id, venue.key, domain=ACK_DOMAIN)
+        return web.Response(body=body, headers={"X-Gatekeeper-Signature": signature},
+                            content_type="application/msgpack")
+
+    app = web.Application()
+    app.router.add_post("/api/v1/venues/{venue}/quick-cancel", quick_cancel)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = CoreClient(f"http://127.0.0.1:{port}", "t", "Arena")
+    await client.__aenter__()
+    try:
+        yield client, script
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+
+async def _reason(service: ScanService, scan_id: str, code: str) -> str:
+    return str((await service.scan(ScanRequest(scan_id, code, "main"))).reason)
+
+
+async def _upload(follower: Follower) -> None:
+    await follower._send(follower.read_outbox(0, 100))
+
+
+def _before_keys(service: ScanService) -> list[bytes]:
+    index = service.index
+    with index.env.begin(db=index.meta) as txn:
+        return [k for k, _v in txn.cursor() if k.startswith(QUICK_CANCEL_BEFORE)]
+
+
+async def test_refused_quick_cancels_are_undone_unless_cancelled_there_too(
+    tmp_path: Path, venue: Venue, core: tuple[CoreClient, list[str]]
+) -> None:
+    client, script = core
+    codes = [venue.add_ticket(f"stock{i}", channel=Channel.BOX_OFFICE, sold=False)
+             for i in range(4)]
+    async with scan_service(tmp_path, venue) as service:
+        follower = Follower(service, client, "n1")
+        for i, code in enumerate(codes):
+            assert (await service.quick_cancel(f"qc-{i}", code)).result == "accepted"
+        # Kept on disk until the core answers: a restart in between loses nothing.
+        assert len(_before_keys(service)) == 4
+        script += ["rejected/sold", "rejected/cancelled", "accepted/ok", "422"]
+        await _upload(follower)
+        assert await _reason(service, "s0", codes[0]) == "ok"  # sold there: valid again
+        assert await _reason(service, "s1", codes[1]) == "cancelled"  # cancelled there too
+        assert await _reason(service, "s2", codes[2]) == "cancelled"  # the core agreed
+        assert await _reason(service, "s3", codes[3]) == "ok"  # refused as a bad request
+        assert _before_keys(service) == []
+        assert script == []
+
+
+async def test_a_newer_version_from_the_feed_is_not_undone(
+    tmp_path: Path, venue: Venue, core: tuple[CoreClient, list[str]]
+) -> None:
+    client, script = core
+    code = venue.add_ticket("stock", channel=Channel.BOX_OFFICE, sold=False)
+    async with scan_service(tmp_path, venue) as service:
+        follower = Follower(service, client, "n1")
+        assert (await service.quick_cancel("qc-1", code)).result == "accepted"
+        # The core's feed already sent its own version (sold, with the buyer's name).
+        sold: Record = msgspec.structs.replace(
+            next(r for r in venue.records if r.id == venue.ids["stock"]),
+            sold=True, holder="Buyer",
+        )
+        cursor = service.cursor() + 1
+        await follower.apply(ChangeBatch(cursor, [RecordChanged(cursor, sold)], head=cursor))
+        script.append("rejected/sold")
+        await _upload(follower)
+        with service.index.env.begin() as txn:
+            raw = txn.get(u64(sold.id), db=service.index.records)
+        assert msgspec.msgpack.decode(raw, type=Record) == sold
+        assert await _reason(service, "s1", code) == "ok"
+        assert _before_keys(service) == []
