@@ -353,7 +353,16 @@ class Follower:
                 txn.put(b"catalog", catalog_raw, db=index.meta)
             txn.put(b"cursor", cursor_raw, db=index.meta)
 
-        await self._commit_admissions(admitted, records, catalog, write)
+        # Until the commit, scans and quick cancels decide on these versions, as the
+        # writer will have stored them by the time their own writes land.
+        pending = self.service.pending_records
+        pending.update(records)
+        try:
+            await self._commit_admissions(admitted, records, catalog, write)
+        finally:
+            for ident, record in records.items():
+                if pending.get(ident) is record:
+                    del pending[ident]
         if catalog is not None:
             self.service.reload()
         self.applied_changes += len(batch.changes)
@@ -470,12 +479,13 @@ class Follower:
                         )
                         if answer.result != "accepted":
                             refusal = answer.reason
+                            self._refused(f"quick_cancel_{answer.reason}")
                     except CoreRefused as exc:
                         if exc.status not in ITEM_REFUSED:
                             raise
+                        # Unsigned, and the core never looked at the ticket: no undo.
                         self._refused(f"quick_cancel_{exc.status}")
                         log.warning("core refused quick cancel %s: %s", entry.scan_id, exc)
-                        refusal = f"http_{exc.status}"
                     # Cancelled at the core already: the two agree, nothing to undo.
                     await self._settle_quick_cancel(
                         seq, entry.ticket, undo=refusal not in ("", "cancelled")
@@ -500,14 +510,19 @@ class Follower:
             before_raw = txn.get(key, db=index.meta)
             if before_raw is None:
                 return
-            if undo:
-                before = record_decoder.decode(before_raw)
-                current_raw = txn.get(u64(ident), db=index.records)
-                cancelled = msgspec.structs.replace(before, status=Status.CANCELLED)
-                if current_raw is not None and record_decoder.decode(current_raw) == cancelled:
-                    txn.put(u64(ident), before_raw, db=index.records)
-                    log.warning("core refused quick cancel of ticket %d: put back", ident)
             txn.delete(key, db=index.meta)
+            current_raw = txn.get(u64(ident), db=index.records)
+            if not undo or current_raw is None:
+                return
+            try:  # this runs in a shared commit: a bad record must not fail the scans
+                before = record_decoder.decode(before_raw)
+                current = record_decoder.decode(current_raw)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                log.exception("quick cancel of ticket %d: stored record unreadable", ident)
+                return
+            if current == msgspec.structs.replace(before, status=Status.CANCELLED):
+                txn.put(u64(ident), before_raw, db=index.records)
+                log.warning("core refused quick cancel of ticket %d: put back", ident)
 
         try:
             await self.committer.submit(op)

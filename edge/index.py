@@ -12,6 +12,7 @@ state      id u64                   msgpack ``sync.rules.ScanState``
 scanlog    seq u64                  msgpack ``edge.scanlog.LogEntry`` (the sync outbox)
 answers    scan_id (utf-8)          msgpack ``edge.scanlog.StoredAnswer``
 meta       ascii key                msgpack (catalog, gates, cursor, node id, ...)
+           qc_before:<seq u64>      a quick-cancelled record before the cancel
 =========  =======================  ===========================================
 
 Reads happen on the event loop thread in short read transactions that never span an

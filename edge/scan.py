@@ -609,7 +609,7 @@ class ScanService:
             await committed
         finally:
             del self.pending_quick[sid]
-            if new_record is not None:
-                self.pending_records.pop(ident, None)
+            if new_record is not None and self.pending_records.get(ident) is new_record:
+                del self.pending_records[ident]  # unless a feed version replaced it
         self.counters.quick_cancels += result is Result.ACCEPTED
         return answer

@@ -71,7 +71,9 @@ async def _reason(service: ScanService, scan_id: str, code: str) -> str:
 
 
 async def _upload(follower: Follower) -> None:
-    await follower._send(follower.read_outbox(0, 100))
+    """Send the quick cancels of the outbox (the scripted core takes no scans)."""
+    entries = follower.read_outbox(0, 100)
+    await follower._send([(seq, e) for seq, e in entries if e.kind == "quick_cancel"])
 
 
 def _before_keys(service: ScanService) -> list[bytes]:
@@ -90,16 +92,26 @@ async def test_refused_quick_cancels_are_undone_unless_cancelled_there_too(
         follower = Follower(service, client, "n1")
         for i, code in enumerate(codes):
             assert (await service.quick_cancel(f"qc-{i}", code)).result == "accepted"
-        # Kept on disk until the core answers: a restart in between loses nothing.
+        # Kept on disk with the quick cancel (a restart before the core answers loses
+        # nothing) until the core answers.
         assert len(_before_keys(service)) == 4
         script += ["rejected/sold", "rejected/cancelled", "accepted/ok", "422"]
         await _upload(follower)
         assert await _reason(service, "s0", codes[0]) == "ok"  # sold there: valid again
         assert await _reason(service, "s1", codes[1]) == "cancelled"  # cancelled there too
         assert await _reason(service, "s2", codes[2]) == "cancelled"  # the core agreed
-        assert await _reason(service, "s3", codes[3]) == "ok"  # refused as a bad request
+        # Refused as a bad request, unsigned: the core never looked at the ticket, and
+        # anyone on the path could send a 4xx. The cancel stands.
+        assert await _reason(service, "s3", codes[3]) == "cancelled"
         assert _before_keys(service) == []
         assert script == []
+        assert follower.refused == {"quick_cancel_sold": 1, "quick_cancel_cancelled": 1,
+                                    "quick_cancel_422": 1}
+        # The same entries again (an upload retried after a failure): nothing changes.
+        script += ["rejected/sold", "rejected/cancelled", "accepted/ok", "422"]
+        await _upload(follower)
+        assert [await _reason(service, f"t{i}", c) for i, c in enumerate(codes)] == [
+            "already_used", "cancelled", "cancelled", "cancelled"]  # s0 entered above
 
 
 async def test_a_newer_version_from_the_feed_is_not_undone(
@@ -124,3 +136,43 @@ async def test_a_newer_version_from_the_feed_is_not_undone(
         assert msgspec.msgpack.decode(raw, type=Record) == sold
         assert await _reason(service, "s1", code) == "ok"
         assert _before_keys(service) == []
+
+
+async def test_a_quick_cancel_decides_on_a_feed_version_still_being_written(
+    tmp_path: Path, venue: Venue
+) -> None:
+    """The feed's records count from the moment they are queued for the writer: a quick
+    cancel in between used to read the older (unsold) version, cancel a customer's
+    ticket, and overwrite the feed's version with it."""
+    import asyncio
+
+    from edge.importer import import_file
+    from edge.index import Index
+    from edge.model import GateProfile, Mode
+    from edge.scanlog import MAX_COMMIT_INTERVAL_S, GroupCommitter
+
+    code = venue.add_ticket("stock", channel=Channel.BOX_OFFICE, sold=False)
+    import_file(tmp_path / "n", venue.write(tmp_path / "v.snap"))
+    index = Index(tmp_path / "n")
+    # A commit interval keeps the feed's write queued while the quick cancel decides.
+    committer = GroupCommitter(index, asyncio.get_running_loop(),
+                               interval_s=MAX_COMMIT_INTERVAL_S)
+    committer.start()
+    try:
+        service = ScanService(index, committer)
+        await service.put_gate("main", GateProfile(Mode.SINGLE, dates=[10]))
+        follower = Follower(service, None, "n1")  # type: ignore[arg-type]  # no core calls
+        sold = msgspec.structs.replace(
+            next(r for r in venue.records if r.id == venue.ids["stock"]), sold=True)
+        cursor = service.cursor() + 1
+        applying = asyncio.ensure_future(
+            follower.apply(ChangeBatch(cursor, [RecordChanged(cursor, sold)], head=cursor)))
+        await asyncio.sleep(0)  # the batch is handed to the writer, not yet committed
+        assert not applying.done()
+        answer = await service.quick_cancel("qc-1", code)
+        assert (answer.result, answer.reason) == ("rejected", "sold")
+        await applying
+        assert await _reason(service, "s1", code) == "ok"
+    finally:
+        await committer.stop()
+        index.close()
