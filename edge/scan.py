@@ -265,12 +265,12 @@ class ScanService:
                     parsed.claims.key_id
                 ):
                     return Reason.FORGED
-            return self._record(txn, key)
+            return self._record(txn, key, code, digest)
         if not signed:
             key = txn.get(digest, db=self.index.media)
             if key is None:
                 return Reason.UNKNOWN
-            return self._record(txn, key)
+            return self._record(txn, key, code, digest)
         claims = self._verify(code, digest)
         if claims is None:
             return Reason.MALFORMED
@@ -290,11 +290,17 @@ class ScanService:
             claims.id, claims.kind, Status.VALID, claims.event, claims.date, claims.zone, digest
         )
 
-    def _record(self, txn: Any, key: bytes) -> Record | Reason:
+    def _record(self, txn: Any, key: bytes, code: str, digest: bytes) -> Record | Reason:
+        """The record the index maps *code* (whose digest is *digest*) to. A version
+        still waiting for the writer (a feed change, a quick cancel) counts, if it still
+        carries that code or media id: else the code is what the index will say once
+        that version is stored, replaced (signed codes) or unknown."""
         ident = int.from_bytes(key, "big")
         pending = self.pending_records.get(ident)
         if pending is not None:
-            return pending
+            if pending.code_digest == digest or code in pending.media:
+                return pending
+            return Reason.CANCELLED if is_signed_text(code) else Reason.UNKNOWN
         raw = txn.get(key, db=self.index.records)
         if raw is None:
             return Reason.UNKNOWN
