@@ -28,6 +28,7 @@ from sync.codes import ACK_DOMAIN, sign_feed
 from sync.snapshot import Channel, Record, Status
 from sync.wire import ChangeBatch, QuickCancelAnswer, RecordChanged
 from tests.edge.inprocess import scan_service
+from tests.scripted_core import client_of
 from tests.venue import Venue
 
 Answer = Callable[[str], web.Response]
@@ -52,18 +53,8 @@ async def core(venue: Venue) -> AsyncIterator[tuple[CoreClient, list[str]]]:
 
     app = web.Application()
     app.router.add_post("/api/v1/venues/{venue}/quick-cancel", quick_cancel)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    client = CoreClient(f"http://127.0.0.1:{port}", "t", "Arena")
-    await client.__aenter__()
-    try:
+    async with client_of(app) as client:
         yield client, script
-    finally:
-        await client.close()
-        await runner.cleanup()
 
 
 async def _reason(service: ScanService, scan_id: str, code: str) -> str:

@@ -26,6 +26,7 @@ from sync.wire import (
     ScanUpload,
     UploadResult,
 )
+from tests.scripted_core import client_of
 
 KEY = Ed25519PrivateKey.generate()
 RING = KeyRing.from_raw(
@@ -56,23 +57,13 @@ async def core() -> AsyncIterator[Callable[[Answer, bytes], CoreClient]]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    client = CoreClient(f"http://127.0.0.1:{port}", "t", "Arena")
-    await client.__aenter__()
+    async with client_of(app) as client:
 
-    def answering(make: Answer, domain: bytes) -> CoreClient:
-        answers["now"] = (make, domain)
-        return client
+        def answering(make: Answer, domain: bytes) -> CoreClient:
+            answers["now"] = (make, domain)
+            return client
 
-    try:
         yield answering
-    finally:
-        await client.close()
-        await runner.cleanup()
 
 
 def record(ident: int) -> Record:

@@ -1,0 +1,29 @@
+"""A node's CoreClient talking to a scripted HTTP server on 127.0.0.1, for answers the
+real core cannot be made to give at a chosen moment (forged, replayed, a refusal in a
+race)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from sync.client import CoreClient
+
+
+@contextlib.asynccontextmanager
+async def client_of(app: web.Application) -> AsyncIterator[CoreClient]:
+    """Serve *app* on a free port of 127.0.0.1 and yield a CoreClient for it."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = CoreClient(f"http://127.0.0.1:{port}", "t", "Arena")
+    await client.__aenter__()
+    try:
+        yield client
+    finally:
+        await client.close()
+        await runner.cleanup()
