@@ -355,14 +355,11 @@ class Follower:
 
         # Until the commit, scans and quick cancels decide on these versions, as the
         # writer will have stored them by the time their own writes land.
-        pending = self.service.pending_records
-        pending.update(records)
+        self.service.reserve_records(records)
         try:
             await self._commit_admissions(admitted, records, catalog, write)
         finally:
-            for ident, record in records.items():
-                if pending.get(ident) is record:
-                    del pending[ident]
+            self.service.release_records(records)
         if catalog is not None:
             self.service.reload()
         self.applied_changes += len(batch.changes)
@@ -472,24 +469,22 @@ class Follower:
                 # Only what the node cancelled goes to the core: a quick cancel it refused
                 # (sold, used, forged...) must not cancel anything there either.
                 if entry.code and entry.result == "accepted":
-                    refusal = ""
+                    undo = False
                     try:
                         answer = await self.client.quick_cancel(
                             QuickCancelRequest(entry.scan_id, entry.code), self.verify
                         )
                         if answer.result != "accepted":
-                            refusal = answer.reason
                             self._refused(f"quick_cancel_{answer.reason}")
+                            # Cancelled at the core already: the two agree.
+                            undo = answer.reason != "cancelled"
                     except CoreRefused as exc:
                         if exc.status not in ITEM_REFUSED:
                             raise
                         # Unsigned, and the core never looked at the ticket: no undo.
                         self._refused(f"quick_cancel_{exc.status}")
                         log.warning("core refused quick cancel %s: %s", entry.scan_id, exc)
-                    # Cancelled at the core already: the two agree, nothing to undo.
-                    await self._settle_quick_cancel(
-                        seq, entry.ticket, undo=refusal not in ("", "cancelled")
-                    )
+                    await self._settle_quick_cancel(seq, entry.ticket, undo=undo)
                 last = seq
                 continue
             scans.append(_item(entry))
@@ -511,8 +506,10 @@ class Follower:
             if before_raw is None:
                 return
             txn.delete(key, db=index.meta)
+            if not undo:
+                return
             current_raw = txn.get(u64(ident), db=index.records)
-            if not undo or current_raw is None:
+            if current_raw is None:
                 return
             try:  # this runs in a shared commit: a bad record must not fail the scans
                 before = record_decoder.decode(before_raw)

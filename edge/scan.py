@@ -335,6 +335,18 @@ class ScanService:
         if self.pending_state.get(ident, (None, 0))[1] == generation:
             del self.pending_state[ident]
 
+    def reserve_records(self, records: dict[int, Record]) -> None:
+        """Put record versions waiting for the writer (a feed batch, a quick cancel) in
+        the pending overlay: decisions count them from now (see ``_record``)."""
+        self.pending_records.update(records)
+
+    def release_records(self, records: dict[int, Record]) -> None:
+        """Drop them once committed (or failed), unless a later version replaced them."""
+        pending = self.pending_records
+        for ident, record in records.items():
+            if pending.get(ident) is record:
+                del pending[ident]
+
     def state_in(self, txn: Any, ident: int) -> ScanState:
         """A ticket's scan state as the next decision must see it: the pending overlay
         (decided, not committed yet) first, then the index, read in *txn*."""
@@ -523,19 +535,19 @@ class ScanService:
         return self.committer.submit(op, at_once=True)
 
     def _log(
-        self, sid: bytes, entry: LogEntry, answer_raw: bytes, ident: int,
-        raw: bytes | None, before_raw: bytes | None,
+        self, sid: bytes, entry: LogEntry, answer_raw: bytes,
+        cancel: tuple[int, bytes, bytes] | None,
     ) -> asyncio.Future[None]:
         """Queue one logged write (quick cancels): the log entry, the remembered answer,
-        and when the stock is cancelled its new record and the record as it was before
-        (``QUICK_CANCEL_BEFORE``); all in one commit."""
+        and for stock it cancels, *cancel* = (id, the cancelled record, the record as it
+        was before, kept under ``QUICK_CANCEL_BEFORE``); all in one commit."""
         index = self.index
 
         def op(txn: Any, committer: GroupCommitter) -> None:
             seq = committer.append_log(txn, entry)
-            if raw is not None:
+            if cancel is not None:
+                ident, raw, before_raw = cancel
                 txn.put(u64(ident), raw, db=index.records)
-            if before_raw is not None:
                 txn.put(QUICK_CANCEL_BEFORE + u64(seq), before_raw, db=index.meta)
             txn.put(sid, answer_raw, db=index.answers)
 
@@ -603,19 +615,18 @@ class ScanService:
         answer = QuickCancelAnswer(result, reason)
         entry = LogEntry(scan_id, ident, result, reason, Direction.ENTRY, "", "",
                          0, now, now, "quick_cancel", False, code)
+        reserved: dict[int, Record] = {}
+        cancel = None
         if new_record is not None:
-            self.pending_records[ident] = new_record
-        committed = self._log(
-            sid, entry, encoder.encode(answer), ident,
-            encoder.encode(new_record) if new_record is not None else None,
-            encoder.encode(found) if new_record is not None else None,
-        )
+            reserved[ident] = new_record
+            cancel = (ident, encoder.encode(new_record), encoder.encode(found))
+        self.reserve_records(reserved)
+        committed = self._log(sid, entry, encoder.encode(answer), cancel)
         self.pending_quick[sid] = (committed, answer)
         try:
             await committed
         finally:
             del self.pending_quick[sid]
-            if new_record is not None and self.pending_records.get(ident) is new_record:
-                del self.pending_records[ident]  # unless a feed version replaced it
+            self.release_records(reserved)
         self.counters.quick_cancels += result is Result.ACCEPTED
         return answer

@@ -151,7 +151,7 @@ class GroupCommitter:
         self._last_start = 0.0
         self.paced_seconds = 0.0
         """Time the writer waited for the commit interval (``_pace``)."""
-        self._batch: list[tuple[WriteFn, asyncio.Future[None]]] = []
+        self._batch: _Ops = []
         self._scheduled = False
         self._closed = True
         self._queue: queue.SimpleQueue[_Ops | _Resume | None] = queue.SimpleQueue()
@@ -162,9 +162,9 @@ class GroupCommitter:
         self.commits = 0
         self.committed_ops = 0
         self.commit_seconds = 0.0
+        """Wall time spent in write transactions (puts, commit, fsync), for metrics."""
         self.commit_buckets = [0] * len(COMMIT_BUCKETS_S)
         """Commits per duration bucket (cumulative counts are built when exported)."""
-        """Wall time spent in write transactions (puts, commit, fsync), for metrics."""
         self.after_commit: list[Callable[[], None]] = []
         """Called on the loop after each successful commit (e.g. wake the uploader)."""
 
@@ -274,7 +274,7 @@ class GroupCommitter:
             time.sleep(wait)
             self.paced_seconds += wait
 
-    def _commit(self, batch: list[tuple[WriteFn, asyncio.Future[None]]]) -> BaseException | None:
+    def _commit(self, batch: _Ops) -> BaseException | None:
         started = self._last_start = time.perf_counter()
         try:
             return self._commit_once(batch)
@@ -283,9 +283,7 @@ class GroupCommitter:
             self.commit_seconds += took
             self.commit_buckets[bisect.bisect_left(COMMIT_BUCKETS_S, took)] += 1
 
-    def _commit_once(
-        self, batch: list[tuple[WriteFn, asyncio.Future[None]]]
-    ) -> BaseException | None:
+    def _commit_once(self, batch: _Ops) -> BaseException | None:
         for _attempt in range(8):
             seq_before = self.next_seq
             try:
@@ -319,9 +317,7 @@ class GroupCommitter:
         self.loop.call_soon_threadsafe(grow)
         self._grown.wait(STOP_TIMEOUT_S)
 
-    def _done(
-        self, batch: list[tuple[WriteFn, asyncio.Future[None]]], error: BaseException | None
-    ) -> None:
+    def _done(self, batch: _Ops, error: BaseException | None) -> None:
         _resolve(batch, error)
         if error is None:
             for hook in self.after_commit:
@@ -351,9 +347,7 @@ def _set_done(fut: asyncio.Future[None] | None) -> None:
         fut.set_result(None)
 
 
-def _resolve(
-    batch: list[tuple[WriteFn, asyncio.Future[None]]], error: BaseException | None
-) -> None:
+def _resolve(batch: _Ops, error: BaseException | None) -> None:
     for _op, fut in batch:
         if fut.done():
             continue

@@ -12,18 +12,21 @@ from edge.importer import import_file
 from edge.index import Index
 from edge.model import GateProfile, Mode
 from edge.scan import ScanService
-from edge.scanlog import GroupCommitter
+from edge.scanlog import COMMIT_INTERVAL_S, GroupCommitter
 from tests.venue import Venue
 
 
 @contextlib.asynccontextmanager
-async def scan_service(tmp_path: Path, venue: Venue) -> AsyncIterator[ScanService]:
+async def scan_service(
+    tmp_path: Path, venue: Venue, *, interval_s: float = COMMIT_INTERVAL_S
+) -> AsyncIterator[ScanService]:
     """*venue* imported into a fresh index under *tmp_path*, gate ``main`` (single entry,
-    date 10) set; the writer is stopped and the index closed on the way out."""
+    date 10) set, commits at most every *interval_s*; the writer is stopped and the
+    index closed on the way out."""
     data = tmp_path / "node"
     import_file(data, venue.write(tmp_path / "venue.snap"))
     index = Index(data)
-    committer = GroupCommitter(index, asyncio.get_running_loop())
+    committer = GroupCommitter(index, asyncio.get_running_loop(), interval_s=interval_s)
     committer.start()
     try:
         service = ScanService(index, committer)

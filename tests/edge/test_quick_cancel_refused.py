@@ -12,7 +12,8 @@ its upload deterministically. The accepted path runs against the real core in
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -23,15 +24,14 @@ from edge.follower import Follower
 from edge.index import u64
 from edge.model import ScanRequest
 from edge.scan import QUICK_CANCEL_BEFORE, ScanService
+from edge.scanlog import MAX_COMMIT_INTERVAL_S
 from sync.client import CoreClient
-from sync.codes import ACK_DOMAIN, sign_feed
+from sync.codes import ACK_DOMAIN, code_digest, sign_feed
 from sync.snapshot import Channel, Record, Status
 from sync.wire import ChangeBatch, QuickCancelAnswer, RecordChanged
 from tests.edge.inprocess import scan_service
 from tests.scripted_core import client_of
 from tests.venue import Venue
-
-Answer = Callable[[str], web.Response]
 
 
 @pytest.fixture
@@ -55,6 +55,18 @@ async def core(venue: Venue) -> AsyncIterator[tuple[CoreClient, list[str]]]:
     app.router.add_post("/api/v1/venues/{venue}/quick-cancel", quick_cancel)
     async with client_of(app) as client:
         yield client, script
+
+
+def _version(venue: Venue, name: str, **changes: object) -> Record:
+    """The core's next version of *name*'s record."""
+    record = next(r for r in venue.records if r.id == venue.ids[name])
+    return msgspec.structs.replace(record, **changes)
+
+
+def _batch(service: ScanService, *records: Record) -> ChangeBatch:
+    """The feed's next batch, carrying *records*."""
+    cursor = service.cursor() + 1
+    return ChangeBatch(cursor, [RecordChanged(cursor, r) for r in records], head=cursor)
 
 
 async def _reason(service: ScanService, scan_id: str, code: str) -> str:
@@ -114,12 +126,8 @@ async def test_a_newer_version_from_the_feed_is_not_undone(
         follower = Follower(service, client, "n1")
         assert (await service.quick_cancel("qc-1", code)).result == "accepted"
         # The core's feed already sent its own version (sold, with the buyer's name).
-        sold: Record = msgspec.structs.replace(
-            next(r for r in venue.records if r.id == venue.ids["stock"]),
-            sold=True, holder="Buyer",
-        )
-        cursor = service.cursor() + 1
-        await follower.apply(ChangeBatch(cursor, [RecordChanged(cursor, sold)], head=cursor))
+        sold = _version(venue, "stock", sold=True, holder="Buyer")
+        await follower.apply(_batch(service, sold))
         script.append("rejected/sold")
         await _upload(follower)
         with service.index.env.begin() as txn:
@@ -135,39 +143,19 @@ async def test_a_quick_cancel_decides_on_a_feed_version_still_being_written(
     """The feed's records count from the moment they are queued for the writer: a quick
     cancel in between used to read the older (unsold) version, cancel a customer's
     ticket, and overwrite the feed's version with it."""
-    import asyncio
-
-    from edge.importer import import_file
-    from edge.index import Index
-    from edge.model import GateProfile, Mode
-    from edge.scanlog import MAX_COMMIT_INTERVAL_S, GroupCommitter
-
     code = venue.add_ticket("stock", channel=Channel.BOX_OFFICE, sold=False)
-    import_file(tmp_path / "n", venue.write(tmp_path / "v.snap"))
-    index = Index(tmp_path / "n")
     # The quick cancel decides in the same loop round in which the feed's batch is
     # handed to the writer; the commit interval only widens the margin.
-    committer = GroupCommitter(index, asyncio.get_running_loop(),
-                               interval_s=MAX_COMMIT_INTERVAL_S)
-    committer.start()
-    try:
-        service = ScanService(index, committer)
-        await service.put_gate("main", GateProfile(Mode.SINGLE, dates=[10]))
+    async with scan_service(tmp_path, venue, interval_s=MAX_COMMIT_INTERVAL_S) as service:
         follower = Follower(service, None, "n1")  # type: ignore[arg-type]  # no core calls
-        sold = msgspec.structs.replace(
-            next(r for r in venue.records if r.id == venue.ids["stock"]), sold=True)
-        cursor = service.cursor() + 1
         applying = asyncio.ensure_future(
-            follower.apply(ChangeBatch(cursor, [RecordChanged(cursor, sold)], head=cursor)))
+            follower.apply(_batch(service, _version(venue, "stock", sold=True))))
         await asyncio.sleep(0)  # the batch is handed to the writer, not yet committed
         assert not applying.done()
         answer = await service.quick_cancel("qc-1", code)
         assert (answer.result, answer.reason) == ("rejected", "sold")
         await applying
         assert await _reason(service, "s1", code) == "ok"
-    finally:
-        await committer.stop()
-        index.close()
 
 
 async def test_a_replaced_code_does_not_borrow_the_queued_new_version(
@@ -176,20 +164,13 @@ async def test_a_replaced_code_does_not_borrow_the_queued_new_version(
     """While the feed's reissue of a ticket waits for the writer, its old code still
     maps to the ticket on disk: it must not be decided against the new, valid version
     (a review found the old code admitted in that window)."""
-    import asyncio
-
-    from sync.codes import code_digest
-
     old = venue.add_ticket("t", plain="OLDCODE1", status=Status.CANCELLED,
                            channel=Channel.BOX_OFFICE, sold=True)
     async with scan_service(tmp_path, venue) as service:
         follower = Follower(service, None, "n1")  # type: ignore[arg-type]  # no core calls
-        reissued = msgspec.structs.replace(
-            next(r for r in venue.records if r.id == venue.ids["t"]),
-            status=Status.VALID, code_digest=code_digest("NEWCODE1"))
-        cursor = service.cursor() + 1
-        applying = asyncio.ensure_future(follower.apply(
-            ChangeBatch(cursor, [RecordChanged(cursor, reissued)], head=cursor)))
+        reissued = _version(venue, "t", status=Status.VALID,
+                            code_digest=code_digest("NEWCODE1"))
+        applying = asyncio.ensure_future(follower.apply(_batch(service, reissued)))
         await asyncio.sleep(0)
         assert not applying.done()
         assert await _reason(service, "s1", old) == "unknown"
