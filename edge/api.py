@@ -20,7 +20,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from edge.follower import Follower
-from edge.index import rss_bytes
+from edge.index import Warmer, rss_bytes
 from edge.messages import table_for
 from edge.metrics import counter, gauge, histogram, scans_by_reason
 from edge.model import GateProfile, ScanAnswer, ScanRequest
@@ -78,6 +78,7 @@ TOKEN: Final = web.AppKey("token", bytes)
 NODE_ID: Final = web.AppKey("node_id", str)
 STARTED: Final = web.AppKey("started", float)
 FOLLOWER: Final = web.AppKey("follower", Follower)
+WARMER: Final = web.AppKey("warmer", Warmer)
 CATCH_ALL: Final = web.AppKey("catch_all", object)
 
 _scan_decoder: Final = msgspec.json.Decoder(ScanBody)
@@ -349,7 +350,8 @@ async def get_status(request: web.Request) -> web.Response:
         "venue": service.catalog.venue,
         "uptime_s": round(now - request.app[STARTED], 3),
         "index": {"records": counts["records"], "codes": counts["codes"],
-                  "media": counts["media"], "dates": len(service.dates)},
+                  "media": counts["media"], "dates": len(service.dates),
+                  "page_cache_warm": request.app[WARMER].status()},
         "sync": (
             follower.status(now) if follower is not None
             else {"cursor": service.cursor(), "lag_changes": None, "lag_s": None,

@@ -21,10 +21,11 @@ from edge.api import (
     SERVICE,
     STARTED,
     TOKEN,
+    WARMER,
     add_routes,
 )
 from edge.follower import Follower
-from edge.index import Index
+from edge.index import Index, Warmer
 from edge.model import GateProfile
 from edge.scan import ScanService
 from edge.scanlog import COMMIT_INTERVAL_S, GroupCommitter
@@ -44,6 +45,8 @@ class EdgeConfig:
     """fsync every commit. Off only for throwaway benchmarks of the CPU path."""
     commit_interval_s: float = COMMIT_INTERVAL_S
     """Least time between two commits' starts (see ``edge.scanlog.COMMIT_INTERVAL_S``)."""
+    warm: bool = True
+    """Read the index into the page cache at start (``edge.index.Warmer``)."""
     gates: dict[str, GateProfile] | None = None
     """Gate profiles to set at start (``--gates FILE``), as if PUT one by one."""
     core: str | None = None
@@ -71,6 +74,9 @@ def build_app(config: EdgeConfig) -> web.Application:
         # No writemap while serving: LMDB then msyncs the whole map at every commit;
         # without it a commit writes and fdatasyncs only the pages it dirtied.
         index = Index(config.data, sync=config.sync_writes)
+        warmer = Warmer(index, budget_bytes=None if config.warm else 0)
+        warmer.start()
+        app[WARMER] = warmer
         app[NODE_ID] = node_id_for(index, config.node_id)
         committer = GroupCommitter(
             index, asyncio.get_running_loop(), interval_s=config.commit_interval_s
@@ -102,6 +108,7 @@ def build_app(config: EdgeConfig) -> web.Application:
                 if follower is not None:
                     await follower.stop()
                 await committer.stop()
+                warmer.stop()
                 index.close()
 
     app.cleanup_ctx.append(lifecycle)

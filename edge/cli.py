@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="least time between two group commits' starts while scans "
                        "keep coming: more scans per commit, at the price of that much latency "
                        "(default %(default)s: back to back)")
+    serve.add_argument("--no-warm", action="store_true",
+                       help="do not read the index into the page cache at start (it is by "
+                       "default, in the background: the first scans after a reboot would "
+                       "otherwise wait for the disk)")
     serve.add_argument("--core", help="core base URL to follow and upload scans to")
     serve.add_argument("--core-token", default=os.environ.get("EDGE_CORE_TOKEN", ""),
                        help="venue-scoped node token for the core (or EDGE_CORE_TOKEN)")
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         data=args.data, admin_token=_admin_token(args.data, args.admin_token),
         host=args.host, port=args.port, node_id=args.node_id,
         sync_writes=not args.no_sync_writes, commit_interval_s=args.commit_interval_ms / 1000,
-        gates=gates,
+        warm=not args.no_warm, gates=gates,
         core=args.core, core_token=args.core_token, venue=args.venue,
     )
     try:

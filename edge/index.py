@@ -24,8 +24,11 @@ has no transaction open: the writer asks the loop thread to do it between scans.
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
+import threading
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,6 +44,13 @@ MAX_DBS: Final = 16
 DB_NAMES: Final = ("records", "codes", "media", "state", "scanlog", "answers", "meta")
 SEARCH_CHUNK: Final = 4096
 """Records examined per read transaction by ``search_chunk``."""
+
+WARM_CHUNK_BYTES: Final = 1 << 20
+WARM_SHARE_OF_AVAILABLE: Final = 0.5
+"""``Warmer`` reads at most this share of the memory the kernel reports available."""
+WARM_STOP_TIMEOUT_S: Final = 5.0
+
+log = logging.getLogger(__name__)
 
 record_decoder: Final = msgspec.msgpack.Decoder(Record)
 state_decoder: Final = msgspec.msgpack.Decoder(ScanState)
@@ -173,6 +183,10 @@ class Index:
                     return matches, None
         return matches, last
 
+    def used_bytes(self) -> int:
+        """Bytes of the data file LMDB has used (the rest of the map is a sparse hole)."""
+        return (int(self.env.info()["last_pgno"]) + 1) * int(self.env.stat()["psize"])
+
     def mapped_bytes(self) -> int:
         """Resident bytes of this process that are LMDB's mapped pages."""
         target = str((self.path / "data.mdb").resolve())
@@ -188,6 +202,87 @@ class Index:
         except OSError:
             return 0
         return total
+
+
+class Warmer:
+    """Reads the index file once, in a thread, so that its pages are in the page cache.
+
+    After a reboot (a power cut at the venue) the page cache is empty. The env is opened
+    without readahead (``readahead=False``: random access must not read whole extents),
+    so every scan would then wait for the disk on each B-tree page it touches: on the
+    reference VM a cold lookup cost 150-165 us of wall time and 90 us of CPU against
+    4.5 us warm, and it takes tens of thousands of scans for the pages to come in by
+    themselves. One sequential read of the used part of the file (103 MB for 1,000,000
+    records: 0.3 s) brings them all in. ``POSIX_FADV_WILLNEED`` would be cheaper, but
+    the kernel read only 4-8 MB of it here. The node serves meanwhile; the read never
+    takes more than ``WARM_SHARE_OF_AVAILABLE`` of the memory the kernel says is
+    available, and stops when the node does.
+    """
+
+    def __init__(self, index: Index, *, budget_bytes: int | None = None) -> None:
+        self._file = index.path / "data.mdb"
+        used = index.used_bytes()
+        if budget_bytes is None:
+            budget_bytes = int(available_memory_bytes() * WARM_SHARE_OF_AVAILABLE)
+        self.target_bytes = min(used, budget_bytes)
+        self.read_bytes = 0
+        self.seconds = 0.0
+        self.done = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="edge-warm", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(WARM_STOP_TIMEOUT_S)
+            self._thread = None
+
+    def run(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._read()
+        except OSError as exc:  # a cold cache is slower, not wrong: never fail the node
+            log.warning("could not read the index into the page cache: %s", exc)
+        finally:
+            self.seconds = time.perf_counter() - started
+            self.done = True
+        log.info("index read into the page cache: %.0f MB in %.2f s",
+                 self.read_bytes / 1e6, self.seconds)
+
+    def _read(self) -> None:
+        buf = memoryview(bytearray(WARM_CHUNK_BYTES))
+        fd = os.open(self._file, os.O_RDONLY)
+        try:
+            for offset in range(0, self.target_bytes, WARM_CHUNK_BYTES):
+                if self._stop.is_set():
+                    return
+                want = min(WARM_CHUNK_BYTES, self.target_bytes - offset)
+                got = os.preadv(fd, [buf[:want]], offset)
+                if got <= 0:
+                    return
+                self.read_bytes += got
+        finally:
+            os.close(fd)
+
+    def status(self) -> dict[str, object]:
+        return {"done": self.done, "read_bytes": self.read_bytes,
+                "target_bytes": self.target_bytes, "seconds": round(self.seconds, 3)}
+
+
+def available_memory_bytes() -> int:
+    """``MemAvailable`` of /proc/meminfo, or 0 when it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def rss_bytes() -> int:
