@@ -11,6 +11,11 @@ of its core, answer latency percentiles (from the scheduled send time, as ``benc
 scan``'s half-rate phase), the group commits, and the CPU other processes used.
 *--a* and *--b* are extra ``edge serve`` arguments; write them ``--b=ARGS``, since a
 value that begins with "-" reads as an option otherwise.
+
+``--cold`` starts every node on an index none of whose pages is in the page cache (a
+node after a reboot) and measures from its first scan, without the warm-up second:
+``python -m bench ab --cold --a=--no-warm --rate 2000 --seconds 4`` shows what the
+node's page-cache warming at start (``edge.index.Warmer``) is worth.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from bench.scan import (
     commit_shares,
     copy_index,
     dataset_for,
+    http,
     load_pools,
     metric_commits,
     open_loop,
@@ -55,26 +61,35 @@ def one_run(
     args: argparse.Namespace, label: str,
 ) -> dict[str, Any]:
     """A fresh node on a copy of *pristine*, warmed, then *lines* at ``args.rate``."""
-    data = tmp / "data"
-    shutil.rmtree(data, ignore_errors=True)
-    copy_index(pristine, data)
+    if args.cold:
+        # Kept until the end: a copy on the blocks the previous one freed may be read
+        # from the host's cache of them, which is not what a reboot leaves.
+        data = tmp / f"data-{label}"
+    else:
+        data = tmp / "data"
+        shutil.rmtree(data, ignore_errors=True)
+    copy_index(pristine, data, cached=not args.cold)
     token = secrets.token_urlsafe(ADMIN_TOKEN_BYTES)
     node, url = start_node(f"edge-{label}", data, token, tmp, 0, extra)
     try:
         wait_ready(node, url + "/api/v1/status", token, 60.0)
         put_gates(url, token, gates)
-        warm = int(WARMUP_S * args.rate)
-        fixed_rate("127.0.0.1", int(url.rsplit(":", 1)[1]), token, lines[:warm], args.rate,
-                   WARMUP_S, args.rate_connections, f"w{label}")
+        warm = 0 if args.cold else int(WARMUP_S * args.rate)
+        if warm:
+            fixed_rate("127.0.0.1", int(url.rsplit(":", 1)[1]), token, lines[:warm],
+                       args.rate, WARMUP_S, args.rate_connections, f"w{label}")
         commits0 = metric_commits(url, token)
         t0 = time.perf_counter()
         result = open_loop(url, node.popen.pid, token, lines[warm:], args.rate, args, label)
         took = time.perf_counter() - t0
         commits = commit_shares(commits0, metric_commits(url, token))
+        _, raw = http("GET", url + "/api/v1/status", token)
+        result["page_cache_warm"] = msgspec.json.decode(raw)["index"]["page_cache_warm"]
     finally:
         node.stop()
     result["commits_per_s"] = round(commits["count"] / took, 1)
-    return {k: result[k] for k in (*FIGURES, "achieved_per_s", "errors", "foreign_cores")}
+    keep = (*FIGURES, "achieved_per_s", "errors", "foreign_cores", "page_cache_warm")
+    return {k: result[k] for k in keep}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +97,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=2000.0, help="scans/s, open loop")
     parser.add_argument("--seconds", type=float, default=8.0, help="per run")
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument(
+        "--cold", action="store_true",
+        help="start each node with none of its index in the page cache (after a reboot); "
+        "no warm-up: measure from the first scan",
+    )
     parser.add_argument(
         "--a", default="", help="extra `edge serve` arguments of side A; write --a=ARGS"
     )

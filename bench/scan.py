@@ -409,10 +409,11 @@ def put_gates(url: str, token: str, gates: dict[str, Any]) -> None:
             raise RuntimeError(f"PUT gate {name}: {status} {body[:300]!r}")
 
 
-def copy_index(source: Path, target: Path) -> None:
-    """A compacted copy of an LMDB index, in the page cache. Not ``shutil.copytree``: the
-    imported file is sparse (written with writemap), and a plain copy writes the whole
-    map, whose writeback then competes with the node's own fsyncs."""
+def copy_index(source: Path, target: Path, *, cached: bool = True) -> None:
+    """A compacted copy of an LMDB index, in the page cache unless not *cached* (then
+    none of it is: a node after a reboot). Not ``shutil.copytree``: the imported file is
+    sparse (written with writemap), and a plain copy writes the whole map, whose
+    writeback then competes with the node's own fsyncs."""
     import lmdb
 
     target.mkdir(parents=True)
@@ -421,9 +422,13 @@ def copy_index(source: Path, target: Path) -> None:
         env.copy(str(target), compact=True)
     finally:
         env.close()
-    # LMDB copies with O_DIRECT: read the copy once, or the node's first thousands of
-    # scans fault its pages in from the disk (a cold node, not the steady state).
     with open(target / "data.mdb", "rb", buffering=0) as fh:
+        if not cached:
+            os.fsync(fh.fileno())
+            os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            return
+        # LMDB copies with O_DIRECT: read the copy once, or the node's first thousands
+        # of scans fault its pages in from the disk (a cold node, not the steady state).
         while fh.read(1 << 20):
             pass
 

@@ -102,3 +102,16 @@ def test_ab_alternates_two_node_configurations(tmp_path: Path) -> None:
     assert b["commits_per_s"] <= 21
     assert a["commits_per_s"] > b["commits_per_s"]
     assert set(figures["median"]) == {"a", "b"}
+
+
+def test_ab_cold_starts_nodes_without_the_index_in_the_page_cache(tmp_path: Path) -> None:
+    figures = run_bench(
+        "ab", "--cold", "--tickets", "2000", "--rate", "200", "--seconds", "1", "--pairs", "1",
+        "--a=--no-warm", "--work", str(tmp_path),
+    )
+    a, b = figures["runs"]["a"][0], figures["runs"]["b"][0]
+    assert a["errors"] == 0 and b["errors"] == 0
+    # A was told not to warm its index; B read all of it into the page cache.
+    assert a["page_cache_warm"]["read_bytes"] == 0
+    assert b["page_cache_warm"]["done"]
+    assert b["page_cache_warm"]["read_bytes"] == b["page_cache_warm"]["target_bytes"] > 0
