@@ -173,6 +173,7 @@ class ScanService:
         self.keyring = KeyRing()
         self._any_revoked = False
         self.catalog = Catalog()
+        committer.on_failure.append(self.drop_overlays)
         self.reload()
 
     # -- catalogue and gates ---------------------------------------------------------
@@ -347,6 +348,17 @@ class ScanService:
             if pending.get(ident) is record:
                 del pending[ident]
 
+    def drop_overlays(self) -> None:
+        """A commit failed: every write not committed yet fails with it, unwritten
+        (``GroupCommitter._done``). Forget all they reserved; what the overlays held
+        for writes already committed is in the index, where the next read finds it.
+        The waiting requests still get their 503 when their own writes fail; a retry
+        meanwhile is decided afresh, on the index."""
+        self.pending_state.clear()
+        self.pending_records.clear()
+        self.pending_answers.clear()
+        self.pending_quick.clear()
+
     def state_in(self, txn: Any, ident: int) -> ScanState:
         """A ticket's scan state as the next decision must see it: the pending overlay
         (decided, not committed yet) first, then the index, read in *txn*."""
@@ -502,7 +514,11 @@ class ScanService:
         it, count the scans, and wake the requests."""
         pending = self.pending_answers
         for row in rows:
-            pending.pop(row.sid, None)
+            # Only its own entry: after a failed commit (``drop_overlays``) a retry of
+            # this scan_id may have been decided anew and be waiting for its commit.
+            held = pending.get(row.sid)
+            if held is not None and held[0] is batch.done:
+                del pending[row.sid]
         for ident, generation in reserved:
             self.release_state(ident, generation)
         if batch.done.done():
@@ -626,7 +642,8 @@ class ScanService:
         try:
             await committed
         finally:
-            del self.pending_quick[sid]
+            if self.pending_quick.get(sid, (None,))[0] is committed:
+                del self.pending_quick[sid]  # not a retry's, after ``drop_overlays``
             self.release_records(reserved)
         self.counters.quick_cancels += result is Result.ACCEPTED
         return answer

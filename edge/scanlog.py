@@ -167,6 +167,10 @@ class GroupCommitter:
         """Commits per duration bucket (cumulative counts are built when exported)."""
         self.after_commit: list[Callable[[], None]] = []
         """Called on the loop after each successful commit (e.g. wake the uploader)."""
+        self.on_failure: list[Callable[[], None]] = []
+        """Called on the loop as soon as a commit has failed, before anything else runs
+        there: every write not committed yet will fail unwritten (``_loop_batches``), so
+        whatever was reserved for them (the scan service's overlays) must go at once."""
 
     def start(self) -> None:
         self._closed = False
@@ -318,18 +322,25 @@ class GroupCommitter:
         self._grown.wait(STOP_TIMEOUT_S)
 
     def _done(self, batch: _Ops, error: BaseException | None) -> None:
+        if error is not None and not isinstance(error, _Tainted):
+            # Before any other callback can decide on them: the overlays may hold
+            # reservations of writes handed over after this one, which the writer fails
+            # unwritten. Waiting for their own failures to drop them (their futures'
+            # callbacks) left a window in which a scan decided on a scan that was never
+            # stored, and was stored itself.
+            for hook in self.on_failure:
+                hook()
+            _resolve(batch, error)
+            self._resume()
+            return
         _resolve(batch, error)
         if error is None:
             for hook in self.after_commit:
                 hook()
-        elif not isinstance(error, _Tainted):
-            # The futures' callbacks (which drop the failed writes from the overlays)
-            # were just scheduled; ``_resume`` runs after them.
-            self.loop.call_soon(self._resume)
 
     def _resume(self) -> None:
-        """Let the writer commit again: what is submitted from now on was decided
-        without the failed writes. What was submitted before goes first, and fails."""
+        """Let the writer commit again: what is submitted from now on is decided without
+        the failed writes. What was submitted before goes first, and fails."""
         self._hand_over()
         if self._thread is not None:
             self._queue.put(_RESUME)

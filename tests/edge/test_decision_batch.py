@@ -167,3 +167,58 @@ async def test_a_scan_decided_on_a_failed_commit_is_not_stored(
     retried = await service.scan(ScanRequest("2", a, "main"))
     assert retried.reason == "ok"
     assert service.index.state_of(venue.ids["a"]).entries == 1
+
+
+async def test_scans_decided_once_a_commit_failed_never_see_doomed_reservations(
+    service: ScanService, venue: Venue
+) -> None:
+    """Scan 1 (ticket a) is in a commit that fails; scan 2 (ticket b, first entry) was
+    decided meanwhile and waits behind it, so the writer fails it unwritten. From the
+    moment the failure reaches the loop, a decision must see b as never admitted. Before
+    (found in review), scan 2's reservation stayed until its own failure came back: a
+    scan of b decided in between answered ``already_used`` and was stored, refusing a
+    holder nobody had let in."""
+    a, b = venue.codes["a"], venue.codes["b"]
+    committer = service.committer
+    in_slow, release_first, in_failing, release_failing = (threading.Event() for _ in range(4))
+
+    def slow(txn: Any, _c: GroupCommitter) -> None:
+        in_slow.set()
+        release_first.wait(5)
+
+    def failing(txn: Any, _c: GroupCommitter) -> None:
+        in_failing.set()
+        release_failing.wait(5)
+        raise OSError(5, "Input/output error")
+
+    busy = committer.submit(slow)
+    await eventually(in_slow.is_set, 5)
+    broken = committer.submit(failing)
+    first = asyncio.create_task(service.scan(ScanRequest("1", a, "main")))
+    await eventually(lambda: bool(service.pending_state), 5)
+    release_first.set()
+    await busy
+    await eventually(in_failing.is_set, 5)  # ``failing`` + scan 1: one transaction
+    second = asyncio.create_task(service.scan(ScanRequest("2", b, "main")))
+    await eventually(lambda: b"2" in service.pending_answers, 5)
+
+    seen: dict[str, Any] = {}
+
+    def on_failure(_fut: asyncio.Future[None]) -> None:
+        # The first callback of the failure: what a scan decided now would read.
+        with service.env.begin() as txn:
+            seen["b"] = service.state_in(txn, venue.ids["b"]).entries
+            seen["a"] = service.state_in(txn, venue.ids["a"]).entries
+        seen["retry_waits"] = b"2" in service.pending_answers
+
+    broken.add_done_callback(on_failure)
+    release_failing.set()
+    for fut in (broken, first, second):
+        with pytest.raises(CommitFailed):
+            await fut
+    assert seen == {"a": 0, "b": 0, "retry_waits": False}
+    # Nothing was stored: b's next scan and scan 2's retry are first entries.
+    assert (await service.scan(ScanRequest("2", b, "main"))).reason == "ok"
+    assert (await service.scan(ScanRequest("1", a, "main"))).reason == "ok"
+    assert service.index.state_of(venue.ids["b"]).entries == 1
+    assert not service.pending_state and not service.pending_answers
