@@ -29,6 +29,7 @@ from edge.scan import (
     MAX_SCAN_ID_BYTES,
     MAX_SCAN_ID_CHARS,
     InvalidGate,
+    Resyncing,
     ScanService,
     UnknownGate,
 )
@@ -136,6 +137,8 @@ def guarded(handler: Handler, *, auth: bool = True) -> Handler:
             return error_response(exc.status, code, exc.reason)
         except CommitFailed:
             return error_response(503, "commit_failed", "the scan could not be stored; retry")
+        except Resyncing as exc:
+            return error_response(503, "resyncing", str(exc))
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception:

@@ -214,7 +214,11 @@ class Follower:
             txn.put(b"replay", replay_raw, db=self.index.meta)
 
         started = time.monotonic()
-        await self.committer.submit(op)
+        self.service.importing += 1  # quick cancels wait for the new index (``Resyncing``)
+        try:
+            await self.committer.submit(op)
+        finally:
+            self.service.importing -= 1
         report = reports[0]
         dest.unlink(missing_ok=True)
         self.service.reload()

@@ -82,12 +82,19 @@ class EdgeError(Exception):
     EdgeError
     ├── UnknownGate      the scan names a gate with no profile (4xx)
     ├── InvalidGate      a gate profile names dates/events/zones the node does not know
+    ├── Resyncing        a quick cancel while a snapshot replaces the index (503, retry)
     └── edge.scanlog.CommitFailed (separate root: the disk failed; client retries)
     """
 
 
 class UnknownGate(EdgeError):
     pass
+
+
+class Resyncing(EdgeError):
+    """A quick cancel decided on the index a snapshot import is replacing would be
+    written after that import, over the snapshot's newer record (sold meanwhile, say):
+    refused until the import is stored. It takes seconds, and the technician retries."""
 
 
 class InvalidGate(EdgeError):
@@ -171,6 +178,8 @@ class ScanService:
         self.dates: dict[int, Date] = {}
         self.products: dict[int, PassProduct] = {}
         self.keyring = KeyRing()
+        self.importing = 0
+        """Snapshot imports queued or being written (``Follower.bootstrap``)."""
         self._any_revoked = False
         self.catalog = Catalog()
         committer.on_failure.append(self.drop_overlays)
@@ -607,6 +616,8 @@ class ScanService:
             remembered = txn.get(sid, db=self.index.answers)
             if remembered is not None:
                 return _quick_decoder.decode(remembered)
+            if self.importing:
+                raise Resyncing("a new snapshot is being stored; retry in a few seconds")
             found = self._find(txn, code)
             if isinstance(found, Reason):
                 reason: str = found

@@ -146,3 +146,22 @@ async def test_only_what_the_core_would_cancel_is_cancelled(edge, venue):
     by_code = await quick_cancel(node, card_stock, "qc-code")
     assert (by_code["result"], by_code["reason"]) == ("accepted", "ok")
     assert (await node.scan("04A1B2C3D4"))["reason"] == "cancelled"
+
+
+async def test_while_a_snapshot_is_being_stored_the_api_answers_503_resyncing(edge, venue):
+    from edge.api import SERVICE
+
+    stock = venue.add_ticket("stock", channel=Channel.BOX_OFFICE, sold=False)
+    node = await edge.start()
+    done = await quick_cancel(node, stock, "qc-done")
+    service = node.app[SERVICE]
+    service.importing += 1  # as ``Follower.bootstrap`` does around the import
+    try:
+        status, body = await node.call("POST", QC, {"scan_id": "qc-new", "code": stock})
+        assert status == 503 and body["error"] == "resyncing", body
+        # An answer already given is still given: the retry of a quick cancel never waits.
+        assert await quick_cancel(node, stock, "qc-done") == done
+    finally:
+        service.importing -= 1
+    again = await quick_cancel(node, stock, "qc-new")
+    assert (again["result"], again["reason"]) == ("rejected", "cancelled")

@@ -1,0 +1,96 @@
+"""A quick cancel while a resync's snapshot replaces the index is refused with a 503.
+
+Decided on the index being replaced, its write would land after the import, over the
+snapshot's newer record: stock the box office sold meanwhile came back ``cancelled`` at
+this node, and when the core then refused the quick cancel (``sold``), the node put back
+the old, unsold version. The core is a real process; the node's service and follower run
+in this process, so that the writer can be held while the import waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from edge.follower import Follower
+from edge.index import Index
+from edge.model import GateProfile, Mode, ScanRequest
+from edge.scan import Resyncing, ScanService
+from edge.scanlog import GroupCommitter
+from sync.client import CoreClient
+from tests.e2e.procs import VENUE, Http, Proc, core_proc, event_now_body, eventually
+
+
+@pytest.fixture
+async def core(tmp_path: Path) -> AsyncIterator[tuple[Proc, Http, dict[str, Any], str]]:
+    proc = core_proc(tmp_path)
+    proc.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            http = Http(session)
+            await proc.wait_ready(session)
+            event = await http.ok("POST", proc.url + "/api/v1/events", event_now_body())
+            token = await http.ok("POST", f"{proc.url}/api/v1/venues/{VENUE}/tokens",
+                                  {"name": "resync"})
+            yield proc, http, event, token["token"]
+    finally:
+        proc.stop()
+
+
+async def test_quick_cancel_waits_for_a_resync_to_be_stored(
+    tmp_path: Path, core: tuple[Proc, Http, dict[str, Any], str]
+) -> None:
+    proc, http, event, node_token = core
+    date, zone = event["dates"][0]["id"], event["zones"][0]["id"]
+    stock = (await http.ok("POST", proc.url + "/api/v1/stock", {
+        "date": date, "zone": zone, "rate": event["rates"][0]["id"], "quantity": 2,
+        "channel": "box_office"}))["tickets"]
+    index = Index(tmp_path / "node")
+    committer = GroupCommitter(index, asyncio.get_running_loop())
+    committer.start()
+    try:
+        async with CoreClient(proc.url, node_token, VENUE) as client:
+            service = ScanService(index, committer)
+            follower = Follower(service, client, "n1")
+            await follower.bootstrap(index.path)
+            await service.put_gate("main", GateProfile(Mode.SINGLE))
+            # The box office sells the first printed ticket: the next snapshot has it sold.
+            await http.ok("POST", proc.url + "/api/v1/stock/sell", {
+                "tickets": [stock[0]["id"]], "customer": {"name": "Ada Guest"}})
+
+            in_slow, release = threading.Event(), threading.Event()
+
+            def slow(_txn: Any, _c: GroupCommitter) -> None:
+                in_slow.set()
+                release.wait(10)
+
+            held = committer.submit(slow)
+            await eventually(in_slow.is_set, 5)
+            resync = asyncio.create_task(follower.bootstrap(index.path))
+            try:
+                await eventually(lambda: service.importing > 0, 10)
+                with pytest.raises(Resyncing):
+                    await service.quick_cancel("qc1", stock[0]["code"])
+            finally:
+                release.set()
+                await held
+                await resync
+            assert service.importing == 0
+            # The retry is decided on the snapshot: sold, so not stock any more.
+            answer = await service.quick_cancel("qc1", stock[0]["code"])
+            assert (answer.result, answer.reason) == ("rejected", "sold")
+            # Its holder gets in.
+            scan = await service.scan(ScanRequest("s1", stock[0]["code"], "main"))
+            assert scan.reason == "ok"
+            # Unsold stock is still quick-cancelled at once.
+            other = await service.quick_cancel("qc2", stock[1]["code"])
+            assert (other.result, other.reason) == ("accepted", "ok")
+    finally:
+        await committer.stop()
+        index.close()
