@@ -118,7 +118,8 @@ _RESUME: Final = _Resume()
 class Commit(asyncio.Future[None]):
     """A queued write cannot be called off. Cancelling the task that waits for it (a
     request cancelled at shutdown) only takes effect once the commit is done, so the
-    scan's reservation in the pending overlay lasts exactly as long as it must."""
+    scan's reservation in the pending overlay lasts until its write is stored (or, after
+    a failed commit, until the overlays are dropped: ``on_failure``)."""
 
     def cancel(self, msg: Any | None = None) -> bool:
         return False
@@ -328,10 +329,12 @@ class GroupCommitter:
             # unwritten. Waiting for their own failures to drop them (their futures'
             # callbacks) left a window in which a scan decided on a scan that was never
             # stored, and was stored itself.
-            for hook in self.on_failure:
-                hook()
-            _resolve(batch, error)
-            self._resume()
+            try:
+                for hook in self.on_failure:
+                    hook()
+            finally:  # a failing hook must not leave the writer failing everything
+                _resolve(batch, error)
+                self._resume()
             return
         _resolve(batch, error)
         if error is None:

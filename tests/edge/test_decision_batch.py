@@ -203,6 +203,7 @@ async def test_scans_decided_once_a_commit_failed_never_see_doomed_reservations(
     await eventually(lambda: b"2" in service.pending_answers, 5)
 
     seen: dict[str, Any] = {}
+    third: list[asyncio.Task[Any]] = []
 
     def on_failure(_fut: asyncio.Future[None]) -> None:
         # The first callback of the failure: what a scan decided now would read.
@@ -210,6 +211,8 @@ async def test_scans_decided_once_a_commit_failed_never_see_doomed_reservations(
             seen["b"] = service.state_in(txn, venue.ids["b"]).entries
             seen["a"] = service.state_in(txn, venue.ids["a"]).entries
         seen["retry_waits"] = b"2" in service.pending_answers
+        # And such a scan: b's holder at another gate, right now.
+        third.append(asyncio.create_task(service.scan(ScanRequest("3", b, "main"))))
 
     broken.add_done_callback(on_failure)
     release_failing.set()
@@ -217,8 +220,10 @@ async def test_scans_decided_once_a_commit_failed_never_see_doomed_reservations(
         with pytest.raises(CommitFailed):
             await fut
     assert seen == {"a": 0, "b": 0, "retry_waits": False}
-    # Nothing was stored: b's next scan and scan 2's retry are first entries.
-    assert (await service.scan(ScanRequest("2", b, "main"))).reason == "ok"
+    # Scan 3 was decided on the index alone, admitted, and stored; scan 2 never was.
+    assert (await third[0]).reason == "ok"
+    assert (await service.scan(ScanRequest("2", b, "main"))).reason == "already_used"
+    assert (await service.scan(ScanRequest("3", b, "main"))).reason == "ok"  # remembered
     assert (await service.scan(ScanRequest("1", a, "main"))).reason == "ok"
     assert service.index.state_of(venue.ids["b"]).entries == 1
     assert not service.pending_state and not service.pending_answers
