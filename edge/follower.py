@@ -32,7 +32,7 @@ import msgspec
 
 from edge.decision import limits_of
 from edge.importer import ImportReport, import_into
-from edge.index import U64, encoder, record_decoder, u64
+from edge.index import REPLAY_KEY, U64, encoder, record_decoder, u64
 from edge.scan import QUICK_CANCEL_BEFORE, ScanService
 from edge.scanlog import CommitFailed, GroupCommitter, LogEntry, log_decoder
 from sync.client import (
@@ -211,7 +211,7 @@ class Follower:
             reports.clear()
             with dest.open("rb") as fh:
                 reports.append(import_into(txn, self.index, fh))
-            txn.put(b"replay", replay_raw, db=self.index.meta)
+            txn.put(REPLAY_KEY, replay_raw, db=self.index.meta)
 
         started = time.monotonic()
         self.service.importing += 1  # quick cancels wait for the new index (``Resyncing``)
@@ -228,7 +228,7 @@ class Follower:
 
     async def replay_pending(self) -> None:
         """Replay the admissions a snapshot import left to replay (see ``bootstrap``)."""
-        raw = self.index.get_meta("replay")
+        raw = self.index.get_meta(REPLAY_KEY.decode())
         if raw is None:
             return
         pending = _replay_decoder.decode(raw)
@@ -253,7 +253,7 @@ class Follower:
         log.info("replayed %d admissions up to cursor %d", replayed, pending.upto)
 
     def _end_replay(self, txn: Any) -> None:
-        txn.delete(b"replay", db=self.index.meta)
+        txn.delete(REPLAY_KEY, db=self.index.meta)
 
     async def _commit_admissions(
         self,

@@ -13,6 +13,7 @@ scanlog    seq u64                  msgpack ``edge.scanlog.LogEntry`` (the sync 
 answers    scan_id (utf-8)          msgpack ``edge.scanlog.StoredAnswer``
 meta       ascii key                msgpack (catalog, gates, cursor, node id, ...)
            qc_before:<seq u64>      a quick-cancelled record before the cancel
+           replay                   admissions still to load after a snapshot import
 =========  =======================  ===========================================
 
 Reads happen on the event loop thread in short read transactions that never span an
@@ -42,6 +43,9 @@ U64: Final = struct.Struct(">Q")
 DEFAULT_MAP_BYTES: Final = 1 << 30
 MAX_DBS: Final = 16
 DB_NAMES: Final = ("records", "codes", "media", "state", "scanlog", "answers", "meta")
+REPLAY_KEY: Final = b"replay"
+"""Meta key present from a snapshot import until the admissions the snapshot lacks are
+loaded (``edge.follower.Follower.replay_pending``): the scan state is incomplete."""
 SEARCH_CHUNK: Final = 4096
 """Records examined per read transaction by ``search_chunk``."""
 

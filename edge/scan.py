@@ -20,7 +20,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from edge.decision import decide
-from edge.index import Index, encoder, record_decoder, state_decoder, u64
+from edge.index import REPLAY_KEY, Index, encoder, record_decoder, state_decoder, u64
 from edge.metrics import Counters, RateMeter
 from edge.model import (
     Decision,
@@ -82,7 +82,7 @@ class EdgeError(Exception):
     EdgeError
     ├── UnknownGate      the scan names a gate with no profile (4xx)
     ├── InvalidGate      a gate profile names dates/events/zones the node does not know
-    ├── Resyncing        a quick cancel while a snapshot replaces the index (503, retry)
+    ├── Resyncing        a quick cancel while a snapshot import or its replay runs (503)
     └── edge.scanlog.CommitFailed (separate root: the disk failed; client retries)
     """
 
@@ -93,8 +93,10 @@ class UnknownGate(EdgeError):
 
 class Resyncing(EdgeError):
     """A quick cancel decided on the index a snapshot import is replacing would be
-    written after that import, over the snapshot's newer record (sold meanwhile, say):
-    refused until the import is stored. It takes seconds, and the technician retries."""
+    written after that import, over the snapshot's newer record (sold meanwhile, say);
+    one decided after the import but before the admissions the snapshot lacks are
+    replayed would cancel stock used at another node. Refused until both are stored:
+    seconds while the core is reachable; the technician retries."""
 
 
 class InvalidGate(EdgeError):
@@ -618,6 +620,10 @@ class ScanService:
                 return _quick_decoder.decode(remembered)
             if self.importing:
                 raise Resyncing("a new snapshot is being stored; retry in a few seconds")
+            if txn.get(REPLAY_KEY, db=self.index.meta) is not None:
+                # The snapshot has no scan state: until the admissions are loaded, stock
+                # used at another node would look unused here.
+                raise Resyncing("earlier admissions are still loading from the core; retry")
             found = self._find(txn, code)
             if isinstance(found, Reason):
                 reason: str = found

@@ -1,16 +1,21 @@
-"""A quick cancel while a resync's snapshot replaces the index is refused with a 503.
+"""A quick cancel while a resync's snapshot replaces the index, or while the admissions
+the snapshot lacks are still loading, is refused with a 503.
 
 Decided on the index being replaced, its write would land after the import, over the
 snapshot's newer record: stock the box office sold meanwhile came back ``cancelled`` at
 this node, and when the core then refused the quick cancel (``sold``), the node put back
-the old, unsold version. The core is a real process; the node's service and follower run
+the old, unsold version. Decided after the import but before the replay of admissions,
+it cancelled stock already used at another node (found in review). The core is a real
+process (stopped with SIGSTOP to hold the replay); the node's service and follower run
 in this process, so that the writer can be held while the import waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +25,18 @@ import pytest
 
 from edge.follower import Follower
 from edge.index import Index
-from edge.model import GateProfile, Mode, ScanRequest
+from edge.model import Direction, GateProfile, Mode, ScanRequest
 from edge.scan import Resyncing, ScanService
 from edge.scanlog import GroupCommitter
 from sync.client import CoreClient
+from sync.rules import Reason
+from sync.wire import ScanItem, ScanUpload
 from tests.e2e.procs import VENUE, Http, Proc, core_proc, event_now_body, eventually
+
+
+def signal_core(proc: Proc, sig: int) -> None:
+    assert proc.proc is not None
+    proc.proc.send_signal(sig)  # not ``Proc.kill``: that waits for the process to end
 
 
 @pytest.fixture
@@ -49,8 +61,9 @@ async def test_quick_cancel_waits_for_a_resync_to_be_stored(
     proc, http, event, node_token = core
     date, zone = event["dates"][0]["id"], event["zones"][0]["id"]
     stock = (await http.ok("POST", proc.url + "/api/v1/stock", {
-        "date": date, "zone": zone, "rate": event["rates"][0]["id"], "quantity": 2,
+        "date": date, "zone": zone, "rate": event["rates"][0]["id"], "quantity": 3,
         "channel": "box_office"}))["tickets"]
+    assert len(stock) == 3
     index = Index(tmp_path / "node")
     committer = GroupCommitter(index, asyncio.get_running_loop())
     committer.start()
@@ -63,6 +76,12 @@ async def test_quick_cancel_waits_for_a_resync_to_be_stored(
             # The box office sells the first printed ticket: the next snapshot has it sold.
             await http.ok("POST", proc.url + "/api/v1/stock/sell", {
                 "tickets": [stock[0]["id"]], "customer": {"name": "Ada Guest"}})
+            # Another node admitted the second one (stock can be scanned before it is
+            # sold at the door): the snapshot has no scan state, the replay brings it.
+            now = time.time()
+            admitted = ScanItem("n2-1", stock[1]["id"], "accepted", Reason.OK,
+                                Direction.ENTRY, "main", Mode.SINGLE, date, now, now)
+            await client.upload(ScanUpload("n2", [admitted]), follower.verify)
 
             in_slow, release = threading.Event(), threading.Event()
 
@@ -77,11 +96,24 @@ async def test_quick_cancel_waits_for_a_resync_to_be_stored(
                 await eventually(lambda: service.importing > 0, 10)
                 with pytest.raises(Resyncing):
                     await service.quick_cancel("qc1", stock[0]["code"])
-            finally:
+                # The core stops answering: the import is stored, the replay hangs.
+                signal_core(proc, signal.SIGSTOP)
                 release.set()
                 await held
+
+                def replaying() -> bool:
+                    return not service.importing and index.get_meta("replay") is not None
+
+                await eventually(replaying, 5)
+                with pytest.raises(Resyncing):
+                    await service.quick_cancel("qc2", stock[1]["code"])
+            finally:
+                release.set()
+                signal_core(proc, signal.SIGCONT)
                 await resync
-            assert service.importing == 0
+            assert service.importing == 0 and index.get_meta("replay") is None
+            used = await service.quick_cancel("qc2", stock[1]["code"])
+            assert (used.result, used.reason) == ("rejected", "already_used")
             # The retry is decided on the snapshot: sold, so not stock any more.
             answer = await service.quick_cancel("qc1", stock[0]["code"])
             assert (answer.result, answer.reason) == ("rejected", "sold")
@@ -89,7 +121,7 @@ async def test_quick_cancel_waits_for_a_resync_to_be_stored(
             scan = await service.scan(ScanRequest("s1", stock[0]["code"], "main"))
             assert scan.reason == "ok"
             # Unsold stock is still quick-cancelled at once.
-            other = await service.quick_cancel("qc2", stock[1]["code"])
+            other = await service.quick_cancel("qc3", stock[2]["code"])
             assert (other.result, other.reason) == ("accepted", "ok")
     finally:
         await committer.stop()
