@@ -71,20 +71,25 @@ def build_app(config: EdgeConfig) -> web.Application:
     app[STARTED] = time.time()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        # No writemap while serving: LMDB then msyncs the whole map at every commit;
-        # without it a commit writes and fdatasyncs only the pages it dirtied.
-        index = Index(config.data, sync=config.sync_writes)
-        warmer = Warmer(index, budget_bytes=None if config.warm else 0)
-        warmer.start()
-        app[WARMER] = warmer
-        app[NODE_ID] = node_id_for(index, config.node_id)
-        committer = GroupCommitter(
-            index, asyncio.get_running_loop(), interval_s=config.commit_interval_s
-        )
-        committer.start()
-        service = ScanService(index, committer)
-        app[SERVICE] = service
+        # Everything started is stopped in reverse order, also when a later step of the
+        # start fails (a bootstrap that cannot be stored, say).
         async with contextlib.AsyncExitStack() as stack:
+            # No writemap while serving: LMDB then msyncs the whole map at every commit;
+            # without it a commit writes and fdatasyncs only the pages it dirtied.
+            index = Index(config.data, sync=config.sync_writes)
+            stack.callback(index.close)
+            warmer = Warmer(index, budget_bytes=None if config.warm else 0)
+            warmer.start()
+            stack.callback(warmer.stop)
+            app[WARMER] = warmer
+            app[NODE_ID] = node_id_for(index, config.node_id)
+            committer = GroupCommitter(
+                index, asyncio.get_running_loop(), interval_s=config.commit_interval_s
+            )
+            committer.start()
+            stack.push_async_callback(committer.stop)
+            service = ScanService(index, committer)
+            app[SERVICE] = service
             follower: Follower | None = None
             if config.core:
                 client = await stack.enter_async_context(
@@ -101,15 +106,9 @@ def build_app(config: EdgeConfig) -> web.Application:
                 await service.put_gate(name, profile, strict=False)
             if follower is not None:
                 follower.start()
+                stack.push_async_callback(follower.stop)
             log.info("edge node %s ready: %s", app[NODE_ID], config.data)
-            try:
-                yield
-            finally:
-                if follower is not None:
-                    await follower.stop()
-                await committer.stop()
-                warmer.stop()
-                index.close()
+            yield
 
     app.cleanup_ctx.append(lifecycle)
     add_routes(app)

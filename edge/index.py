@@ -52,7 +52,8 @@ SEARCH_CHUNK: Final = 4096
 WARM_CHUNK_BYTES: Final = 1 << 20
 WARM_SHARE_OF_AVAILABLE: Final = 0.5
 """``Warmer`` reads at most this share of the memory the kernel reports available."""
-WARM_STOP_TIMEOUT_S: Final = 5.0
+WARM_STOP_TIMEOUT_S: Final = 1.0
+"""Longest the loop waits for the reading thread at stop (it is a daemon thread)."""
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,10 @@ class Warmer:
         self._file = index.path / "data.mdb"
         used = index.used_bytes()
         if budget_bytes is None:
-            budget_bytes = int(available_memory_bytes() * WARM_SHARE_OF_AVAILABLE)
+            available = available_memory_bytes()
+            if not available:
+                log.warning("MemAvailable unknown: the index is not read into the page cache")
+            budget_bytes = int(available * WARM_SHARE_OF_AVAILABLE)
         self.target_bytes = min(used, budget_bytes)
         self.read_bytes = 0
         self.seconds = 0.0
