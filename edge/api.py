@@ -24,6 +24,7 @@ from edge.index import Warmer, rss_bytes
 from edge.messages import table_for
 from edge.metrics import counter, gauge, histogram, scans_by_reason
 from edge.model import GateProfile, ScanAnswer, ScanRequest
+from edge.retention import Pruner
 from edge.scan import (
     MAX_GATE_CHARS,
     MAX_SCAN_ID_BYTES,
@@ -80,6 +81,7 @@ NODE_ID: Final = web.AppKey("node_id", str)
 STARTED: Final = web.AppKey("started", float)
 FOLLOWER: Final = web.AppKey("follower", Follower)
 WARMER: Final = web.AppKey("warmer", Warmer)
+PRUNER: Final = web.AppKey("pruner", Pruner)
 CATCH_ALL: Final = web.AppKey("catch_all", object)
 
 _scan_decoder: Final = msgspec.json.Decoder(ScanBody)
@@ -346,6 +348,7 @@ async def get_status(request: web.Request) -> web.Response:
     now = time.time()
     counts = service.index.counts()
     follower = request.app.get(FOLLOWER)
+    pruner = request.app.get(PRUNER)
     rss = rss_bytes()
     mapped = service.index.mapped_bytes()
     committer = service.committer
@@ -363,7 +366,8 @@ async def get_status(request: web.Request) -> web.Response:
         ),
         "scans": {"total": service.counters.scans, "accepted": service.counters.accepted,
                   "per_s": round(service.rate.rate(now), 2),
-                  "logged": counts["scanlog"]},
+                  "logged": counts["scanlog"],
+                  "retention": pruner.status() if pruner is not None else None},
         "gates": sorted(service.profiles),
         "devices": [],
         "commits": {"count": committer.commits, "ops": committer.committed_ops},
@@ -374,6 +378,7 @@ async def get_status(request: web.Request) -> web.Response:
 
 async def get_metrics(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
+    pruner = request.app.get(PRUNER)
     c = service.counters
     committer = service.committer
     lines = [
@@ -392,6 +397,9 @@ async def get_metrics(request: web.Request) -> web.Response:
                  c.signature_checks),
         *gauge("edge_pending_scans", "Scans waiting for their commit.",
                len(service.pending_answers)),
+        *counter("edge_pruned_scans_total",
+                 "Scan log entries (and their answers) deleted after the retention.",
+                 pruner.pruned if pruner is not None else 0),
         "",
     ]
     return web.Response(text="\n".join(lines), content_type="text/plain", charset="utf-8",

@@ -18,6 +18,7 @@ from edge.api import (
     FOLLOWER,
     MAX_BODY_BYTES,
     NODE_ID,
+    PRUNER,
     SERVICE,
     STARTED,
     TOKEN,
@@ -27,6 +28,7 @@ from edge.api import (
 from edge.follower import Follower
 from edge.index import Index, Warmer
 from edge.model import GateProfile
+from edge.retention import DAY_S, DEFAULT_KEEP_DAYS, Pruner
 from edge.scan import ScanService
 from edge.scanlog import COMMIT_INTERVAL_S, GroupCommitter
 from sync.client import CoreClient, SyncError
@@ -45,6 +47,9 @@ class EdgeConfig:
     """fsync every commit. Off only for throwaway benchmarks of the CPU path."""
     commit_interval_s: float = COMMIT_INTERVAL_S
     """Least time between two commits' starts (see ``edge.scanlog.COMMIT_INTERVAL_S``)."""
+    keep_days: float = DEFAULT_KEEP_DAYS
+    """Days an entry of the scan log (and its remembered answer) is kept once the core has
+    acknowledged it (``edge.retention``); 0 keeps everything."""
     warm: bool = True
     """Read the index into the page cache at start (``edge.index.Warmer``)."""
     gates: dict[str, GateProfile] | None = None
@@ -107,6 +112,11 @@ def build_app(config: EdgeConfig) -> web.Application:
             if follower is not None:
                 follower.start()
                 stack.push_async_callback(follower.stop)
+                if config.keep_days > 0:
+                    pruner = Pruner(service, config.keep_days * DAY_S)
+                    pruner.start()
+                    stack.push_async_callback(pruner.stop)
+                    app[PRUNER] = pruner
             log.info("edge node %s ready: %s", app[NODE_ID], config.data)
             yield
 

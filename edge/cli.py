@@ -21,6 +21,7 @@ from aiohttp import web
 from edge.app import EdgeConfig, build_app
 from edge.importer import import_file
 from edge.model import GateProfile
+from edge.retention import DEFAULT_KEEP_DAYS, MAX_KEEP_DAYS
 from edge.scanlog import COMMIT_INTERVAL_S, MAX_COMMIT_INTERVAL_S
 from sync.snapshot import SnapshotError
 
@@ -79,6 +80,17 @@ def _interval_ms(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0.0 <= value <= MAX_COMMIT_INTERVAL_MS:
         raise argparse.ArgumentTypeError(f"must be 0 to {MAX_COMMIT_INTERVAL_MS:g} ms")
+    return value
+
+
+def _keep_days(text: str) -> float:
+    """``--keep-days``: 0 (keep everything) to ``MAX_KEEP_DAYS``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= MAX_KEEP_DAYS:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_KEEP_DAYS} days")
     return value
 
 
@@ -143,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="least time between two group commits' starts while scans "
                        "keep coming: more scans per commit, at the price of that much latency "
                        "(default %(default)s: back to back)")
+    serve.add_argument("--keep-days", type=_keep_days, default=DEFAULT_KEEP_DAYS,
+                       help="with --core: days a scan log entry and its remembered answer "
+                       "are kept once the core has acknowledged it (default %(default)s; "
+                       "0 keeps everything)")
     serve.add_argument("--no-warm", action="store_true",
                        help="do not read the index into the page cache at start (it is by "
                        "default, in the background: the first scans after a reboot would "
@@ -198,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         data=args.data, admin_token=_admin_token(args.data, args.admin_token),
         host=args.host, port=args.port, node_id=args.node_id,
         sync_writes=not args.no_sync_writes, commit_interval_s=args.commit_interval_ms / 1000,
-        warm=not args.no_warm, gates=gates,
+        keep_days=args.keep_days, warm=not args.no_warm, gates=gates,
         core=args.core, core_token=args.core_token, venue=args.venue,
     )
     try:

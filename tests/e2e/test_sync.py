@@ -264,3 +264,10 @@ async def test_a_node_started_before_its_core_bootstraps_when_the_core_appears(
     await eventually(lambda: site.synced(edge), within_s=15)
     await site.http.ok("PUT", edge.url + "/api/v1/gates/main", {"mode": "single"})
     assert (await site.http.scan(edge, order["tickets"][0]["code"]))["reason"] == "ok"
+
+
+async def test_a_node_following_a_core_keeps_its_log_for_the_retention(site: Site) -> None:
+    edge = await site.add_edge("n1")
+    status = await site.status(edge)
+    # The default: acknowledged entries are kept 30 days (edge.retention).
+    assert status["scans"]["retention"] == {"keep_days": 30.0, "pruned": 0}

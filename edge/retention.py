@@ -1,0 +1,141 @@
+"""Retention: the scan log and the remembered answers do not grow for ever.
+
+A node that follows a core for a season logs every scan and remembers every answer by
+scan_id: a few hundred bytes each, millions of scans. Once the core has acknowledged a
+log entry (it is below the follower's ``upload_cursor``) and it is older than the
+retention, the entry and its remembered answer are deleted, in chunks through the
+single writer so that scans never wait long behind it. What stays:
+
+- every entry the core has not acknowledged (the outbox), whatever its age;
+- the newest entry, whose seq numbers the next ones (``GroupCommitter.next_seq``);
+- the per-ticket scan state, which decides the next scan: a scan_id older than the
+  retention sent again is decided afresh, on that state (``already_used`` for a
+  single-entry ticket it admitted).
+
+A node without a core keeps everything: its log is the only record of its scans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+
+from edge.index import U64
+from edge.scan import QUICK_CANCEL_PREFIX, ScanService
+from edge.scanlog import CommitFailed, GroupCommitter, log_decoder
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEEP_DAYS: Final = 30
+MAX_KEEP_DAYS: Final = 3650
+DAY_S: Final = 86400.0
+PRUNE_EVERY_S: Final = 3600.0
+FIRST_PRUNE_AFTER_S: Final = 60.0
+"""Not while the node starts (and maybe faces the opening surge): a minute later."""
+PRUNE_CHUNK: Final = 2000
+"""Entries deleted per write: a few milliseconds of the writer's time."""
+MAX_CHUNKS_PER_RUN: Final = 1000
+
+
+class Pruner:
+    """Deletes acknowledged log entries older than *keep_s*, and their answers."""
+
+    def __init__(
+        self,
+        service: ScanService,
+        keep_s: float,
+        *,
+        clock: Callable[[], float] = time.time,
+        chunk: int = PRUNE_CHUNK,
+    ) -> None:
+        if keep_s <= 0:
+            raise ValueError("retention must be positive")
+        self.service = service
+        self.index = service.index
+        self.committer: GroupCommitter = service.committer
+        self.keep_s = keep_s
+        self.clock = clock
+        self.chunk = chunk
+        self.pruned = 0
+        """Log entries deleted since start (with their remembered answers)."""
+        self._task: asyncio.Task[None] | None = None
+
+    def status(self) -> dict[str, float | int]:
+        return {"keep_days": self.keep_s / DAY_S, "pruned": self.pruned}
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="edge-retention")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        await asyncio.sleep(FIRST_PRUNE_AFTER_S)
+        while True:
+            try:
+                await self.prune()
+            except CommitFailed as exc:  # the disk: try again at the next round
+                log.warning("pruning the scan log failed: %s", exc)
+            except Exception:  # a bug must not end retention silently, nor the node
+                log.exception("pruning the scan log failed")
+            await asyncio.sleep(PRUNE_EVERY_S)
+
+    async def prune(self) -> int:
+        """Delete what is due, one chunk per commit; returns how many entries went."""
+        total = 0
+        for _ in range(MAX_CHUNKS_PER_RUN):
+            keys = self._due(self.clock() - self.keep_s)
+            if not keys:
+                break
+            await self.committer.submit(self._delete(keys))
+            total += len(keys)
+            self.pruned += len(keys)
+        if total:
+            log.info("pruned %d scan log entries older than %.0f days", total,
+                     self.keep_s / DAY_S)
+        return total
+
+    def _due(self, horizon: float) -> list[tuple[bytes, bytes]]:
+        """(log key, answer key) of the oldest entries that may go, at most a chunk."""
+        raw = self.index.get_meta("upload_cursor")
+        acknowledged = int(msgspec.msgpack.decode(raw)) if raw else 0
+        out: list[tuple[bytes, bytes]] = []
+        with self.index.env.begin(db=self.index.scanlog) as txn:
+            cursor = txn.cursor()
+            if not cursor.last():
+                return out
+            (newest,) = U64.unpack(cursor.key())
+            limit = min(acknowledged, newest - 1)
+            if not cursor.first():
+                return out
+            for key, value in cursor:
+                (seq,) = U64.unpack(key)
+                if seq > limit or len(out) >= self.chunk:
+                    break
+                entry = log_decoder.decode(value)
+                if entry.logged_at >= horizon:
+                    break  # the log is in logging order: the rest is newer
+                sid = entry.scan_id.encode()
+                out.append((key, QUICK_CANCEL_PREFIX + sid if entry.kind == "quick_cancel"
+                            else sid))
+        return out
+
+    def _delete(self, keys: list[tuple[bytes, bytes]]) -> Callable[[Any, GroupCommitter], None]:
+        scanlog, answers = self.index.scanlog, self.index.answers
+
+        def op(txn: Any, _committer: GroupCommitter) -> None:
+            for log_key, answer_key in keys:
+                txn.delete(log_key, db=scanlog)
+                txn.delete(answer_key, db=answers)
+
+        return op
