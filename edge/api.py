@@ -9,6 +9,7 @@ only for genuine bugs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import re
@@ -18,6 +19,8 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from edge.follower import Follower
 from edge.index import Warmer, rss_bytes
@@ -92,11 +95,13 @@ _json: Final = msgspec.json.Encoder()
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.close = close
+        """Answer with ``Connection: close``: the rest of the request cannot be read."""
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -132,7 +137,10 @@ def guarded(handler: Handler, *, auth: bool = True) -> Handler:
                 _authorize(request)
             return await handler(request)
         except ApiError as exc:
-            return error_response(exc.status, exc.code, exc.message)
+            response = error_response(exc.status, exc.code, exc.message)
+            if exc.close:
+                response.force_close()
+            return response
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -173,9 +181,25 @@ def _check_scan_id(scan_id: str) -> None:
 
 
 async def _body(request: web.Request, decoder: msgspec.json.Decoder[Any]) -> Any:
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except (RequestPayloadError, HttpProcessingError):
+        # A body that does not decode under its Content-Encoding, a broken chunk. The
+        # stream keeps its error: mark it ended, or aiohttp's drain after the answer
+        # raises it again (logged as unhandled, and the answer may be lost).
+        request.content.feed_eof()
+        raise ApiError(400, "bad_body", "the body could not be read (its Content-Encoding or "
+                       "chunking is broken)", close=True) from None
+    except ConnectionResetError:
+        # The client left mid-body: nobody reads this answer, but it is no bug of ours.
+        raise ApiError(400, "incomplete_body", "the connection closed mid-body") from None
     if not raw:
         raise ApiError(400, "empty_body", "a JSON body is required")
+    return _decode(decoder, raw)
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], raw: str | bytes) -> Any:
+    """*raw* decoded, or an ``ApiError`` saying what is wrong with it."""
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
@@ -183,6 +207,10 @@ async def _body(request: web.Request, decoder: msgspec.json.Decoder[Any]) -> Any
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         # msgspec raises UnicodeDecodeError for invalid UTF-8 inside a JSON string.
         raise ApiError(400, "bad_json", f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # Nesting deeper than the interpreter's limit, inside a field the struct does
+        # not even have (msgspec skips unknown fields recursively).
+        raise ApiError(400, "bad_json", "body is nested too deeply") from None
 
 
 def render(scan_id: str, answer: StoredAnswer, messages: dict[str, str]) -> ScanAnswer:
@@ -231,9 +259,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     async def one(raw: str | bytes) -> None:
         try:
             try:
-                body = _scan_decoder.decode(raw)
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                await ws.send_bytes(_ws_error("invalid", str(exc)))
+                body = _decode(_scan_decoder, raw)
+            except ApiError as exc:
+                await ws.send_bytes(_ws_error("invalid", exc.message))
                 return
             try:
                 problem = _scan_id_problem(body.scan_id)
@@ -251,6 +279,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 await ws.send_bytes(_json.encode(render(body.scan_id, answer, messages)))
         except ConnectionError:
             pass
+        except Exception:  # a bug: logged and answered, never a silently dead task
+            log.exception("websocket scan failed")
+            if not ws.closed:
+                with contextlib.suppress(ConnectionError):
+                    await ws.send_bytes(_ws_error("internal", "internal error"))
         finally:
             slots.release()
 
@@ -311,14 +344,19 @@ async def post_quick_cancel(request: web.Request) -> web.Response:
 
 
 async def get_search(request: web.Request) -> web.Response:
-    query = request.query.get("q", "").strip().lower()
-    if not 2 <= len(query) <= 100:
+    sent = request.query.get("q", "").strip()
+    if not 2 <= len(sent) <= 100:
         raise ApiError(400, "invalid", "q must be 2-100 characters")
+    query = sent.lower()
     service = request.app[SERVICE]
     words = query.split()
     # The records are pre-filtered on their raw bytes, where only ASCII lower-cases: use
-    # the ASCII runs of each word there; the haystack check below is the exact one.
-    needles = [run.encode() for w in words for run in _NON_ASCII.split(w) if run]
+    # the ASCII runs of the words as sent, lower-cased the same way (Unicode lower-casing
+    # can add ASCII: "İ" gives "i" and a combining dot, which the bytes of "İ" lack).
+    # The haystack check below is the exact one.
+    needles = [
+        run.encode().lower() for w in sent.split() for run in _NON_ASCII.split(w) if run
+    ]
     results: list[dict[str, Any]] = []
     after: bytes | None = None
     deadline = time.monotonic() + SEARCH_BUDGET_S

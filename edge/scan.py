@@ -115,7 +115,9 @@ class _Slot:
 
     __slots__ = ("answer", "error", "gate", "offline", "req", "sid")
 
-    def __init__(self, req: ScanRequest, sid: bytes, gate: GateView, offline: bool) -> None:
+    def __init__(
+        self, req: ScanRequest, sid: bytes, gate: GateView | None, offline: bool
+    ) -> None:
         self.req = req
         self.sid = sid
         self.gate = gate
@@ -399,7 +401,9 @@ class ScanService:
         if waiting is not None:
             await asyncio.shield(waiting[0])
             return waiting[1]
-        gate = self.gate(req.gate)
+        # An unknown gate is refused in ``_decide``, after the remembered answer: a retry
+        # of an answered scan gets its first answer whatever it names.
+        gate = self.gates.get(req.gate)
         batch = self._batch
         if batch is None:
             batch = self._batch = _Batch(self.committer.loop)
@@ -437,6 +441,9 @@ class ScanService:
                         if remembered is not None:
                             slot.answer = answer_decoder.decode(remembered)
                             continue
+                        if slot.gate is None:
+                            slot.error = UnknownGate(slot.req.gate)
+                            continue
                         row = self._decide_one(txn, slot, now, reserved)
                     except Exception as exc:  # a bug or bad data: this scan fails alone
                         log.exception("scan %r failed", slot.req.scan_id)
@@ -470,6 +477,7 @@ class ScanService:
     ) -> _Row:
         req = slot.req
         gate = slot.gate
+        assert gate is not None  # checked by ``_decide``
         at = now
         if req.scanned_at is not None and slot.offline:
             at = min(req.scanned_at, now + MAX_FUTURE_SKEW_S)
@@ -584,10 +592,22 @@ class ScanService:
         self.counters.count(reason)
         self.rate.tick(now)
 
+    def _check_gates(self, reqs: list[ScanRequest]) -> None:
+        """A batch naming a gate with no profile decides nothing (``UnknownGate``),
+        unless each scan naming one was answered before: a retried batch gets its
+        first answers back, as a retried scan does."""
+        unknown = [r for r in reqs if r.gate not in self.gates]
+        if not unknown:
+            return
+        with self.env.begin(db=self.index.answers) as txn:
+            for req in unknown:
+                sid = req.scan_id.encode()
+                if sid not in self.pending_answers and txn.get(sid) is None:
+                    raise UnknownGate(req.gate)
+
     async def scan_batch(self, reqs: list[ScanRequest]) -> list[StoredAnswer]:
         """Offline scans: decided in scanned_at order (per ticket), answered in input order."""
-        for req in reqs:
-            self.gate(req.gate)
+        self._check_gates(reqs)
         now = self.clock()
         times = [now if r.scanned_at is None else r.scanned_at for r in reqs]
         order = sorted(range(len(reqs)), key=times.__getitem__)
