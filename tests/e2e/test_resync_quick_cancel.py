@@ -16,11 +16,9 @@ import asyncio
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from edge.follower import Follower
@@ -31,7 +29,8 @@ from edge.scanlog import GroupCommitter
 from sync.client import CoreClient
 from sync.rules import Reason
 from sync.wire import ScanItem, ScanUpload
-from tests.e2e.procs import VENUE, Http, Proc, core_proc, event_now_body, eventually
+from tests.e2e.conftest import Site
+from tests.e2e.procs import VENUE, Proc, eventually
 
 
 def signal_core(proc: Proc, sig: int) -> None:
@@ -39,26 +38,8 @@ def signal_core(proc: Proc, sig: int) -> None:
     proc.proc.send_signal(sig)  # not ``Proc.kill``: that waits for the process to end
 
 
-@pytest.fixture
-async def core(tmp_path: Path) -> AsyncIterator[tuple[Proc, Http, dict[str, Any], str]]:
-    proc = core_proc(tmp_path)
-    proc.start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            http = Http(session)
-            await proc.wait_ready(session)
-            event = await http.ok("POST", proc.url + "/api/v1/events", event_now_body())
-            token = await http.ok("POST", f"{proc.url}/api/v1/venues/{VENUE}/tokens",
-                                  {"name": "resync"})
-            yield proc, http, event, token["token"]
-    finally:
-        proc.stop()
-
-
-async def test_quick_cancel_waits_for_a_resync_to_be_stored(
-    tmp_path: Path, core: tuple[Proc, Http, dict[str, Any], str]
-) -> None:
-    proc, http, event, node_token = core
+async def test_quick_cancel_waits_for_a_resync_to_be_stored(tmp_path: Path, site: Site) -> None:
+    proc, http, event, node_token = site.core, site.http, site.event, site.node_token
     date, zone = event["dates"][0]["id"], event["zones"][0]["id"]
     stock = (await http.ok("POST", proc.url + "/api/v1/stock", {
         "date": date, "zone": zone, "rate": event["rates"][0]["id"], "quantity": 3,

@@ -8,6 +8,7 @@ import gc
 import logging
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import edge.scan
 from edge.index import u64
 from edge.model import ScanRequest
 from edge.scan import ScanService, UnknownGate
-from edge.scanlog import CommitFailed, GroupCommitter
+from edge.scanlog import CommitFailed, GroupCommitter, StoredAnswer
 from tests.e2e.procs import eventually
 from tests.edge.inprocess import scan_service
 from tests.venue import Venue
@@ -127,15 +128,20 @@ async def test_undecodable_remembered_answer_fails_only_its_scan(
     assert good.result().reason == "ok"
 
 
-async def test_a_scan_decided_on_a_failed_commit_is_not_stored(
-    service: ScanService, venue: Venue
-) -> None:
-    """Scan 1 of a ticket is decided, then its commit fails (the disk, simulated by a
-    write that fails in the same transaction). Scan 2 of the ticket, decided meanwhile
-    on scan 1's reservation, says ``already_used``: stored, the ticket would refuse its
-    holder though nobody entered. It must fail too (503, the device retries), and its
-    retry admit."""
-    a = venue.codes["a"]
+@dataclass
+class FailingCommit:
+    broken: asyncio.Future[None]
+    """The failing write's own future."""
+    first: asyncio.Task[StoredAnswer]
+    """Scan 1, in the same transaction."""
+    release: threading.Event
+    """Set it to let the transaction fail."""
+
+
+async def fail_next_commit_with(service: ScanService, code: str) -> FailingCommit:
+    """Scan 1 (scan_id "1") of *code* decided and put in a transaction with a write that
+    raises an I/O error (the disk, simulated), the writer held inside that write until
+    ``release`` is set: whatever is decided meanwhile waits behind the failure."""
     committer = service.committer
     in_slow, release_first, in_failing, release_failing = (threading.Event() for _ in range(4))
 
@@ -151,11 +157,25 @@ async def test_a_scan_decided_on_a_failed_commit_is_not_stored(
     busy = committer.submit(slow)
     await eventually(in_slow.is_set, 5)  # the writer holds ``slow``: what follows waits
     broken = committer.submit(failing)
-    first = asyncio.create_task(service.scan(ScanRequest("1", a, "main")))
+    first = asyncio.create_task(service.scan(ScanRequest("1", code, "main")))
     await eventually(lambda: bool(service.pending_state), 5)
     release_first.set()
     await busy
     await eventually(in_failing.is_set, 5)  # the writer is in ``failing`` + scan 1: one txn
+    return FailingCommit(broken, first, release_failing)
+
+
+async def test_a_scan_decided_on_a_failed_commit_is_not_stored(
+    service: ScanService, venue: Venue
+) -> None:
+    """Scan 1 of a ticket is decided, then its commit fails (the disk, simulated by a
+    write that fails in the same transaction). Scan 2 of the ticket, decided meanwhile
+    on scan 1's reservation, says ``already_used``: stored, the ticket would refuse its
+    holder though nobody entered. It must fail too (503, the device retries), and its
+    retry admit."""
+    a = venue.codes["a"]
+    failure = await fail_next_commit_with(service, a)
+    broken, first, release_failing = failure.broken, failure.first, failure.release
     second = asyncio.create_task(service.scan(ScanRequest("2", a, "main")))
     await eventually(lambda: b"2" in service.pending_answers, 5)
     assert service.pending_answers[b"2"][1].reason == "already_used"  # decided on scan 1
@@ -179,26 +199,8 @@ async def test_scans_decided_once_a_commit_failed_never_see_doomed_reservations(
     scan of b decided in between answered ``already_used`` and was stored, refusing a
     holder nobody had let in."""
     a, b = venue.codes["a"], venue.codes["b"]
-    committer = service.committer
-    in_slow, release_first, in_failing, release_failing = (threading.Event() for _ in range(4))
-
-    def slow(txn: Any, _c: GroupCommitter) -> None:
-        in_slow.set()
-        release_first.wait(5)
-
-    def failing(txn: Any, _c: GroupCommitter) -> None:
-        in_failing.set()
-        release_failing.wait(5)
-        raise OSError(5, "Input/output error")
-
-    busy = committer.submit(slow)
-    await eventually(in_slow.is_set, 5)
-    broken = committer.submit(failing)
-    first = asyncio.create_task(service.scan(ScanRequest("1", a, "main")))
-    await eventually(lambda: bool(service.pending_state), 5)
-    release_first.set()
-    await busy
-    await eventually(in_failing.is_set, 5)  # ``failing`` + scan 1: one transaction
+    failure = await fail_next_commit_with(service, a)
+    broken, first, release_failing = failure.broken, failure.first, failure.release
     second = asyncio.create_task(service.scan(ScanRequest("2", b, "main")))
     await eventually(lambda: b"2" in service.pending_answers, 5)
 
