@@ -57,6 +57,9 @@ WARM_STOP_TIMEOUT_S: Final = 1.0
 
 log = logging.getLogger(__name__)
 
+_DOTTED_I: Final = "\u0130".encode()
+_KELVIN: Final = "\u212a".encode()
+
 record_decoder: Final = msgspec.msgpack.Decoder(Record)
 state_decoder: Final = msgspec.msgpack.Decoder(ScanState)
 catalog_decoder: Final = msgspec.msgpack.Decoder(Catalog)
@@ -181,7 +184,9 @@ class Index:
             for _ in range(SEARCH_CHUNK):
                 last = cursor.key()
                 value = cursor.value()
-                low = value.lower()
+                # Bytes lower-case ASCII only; str.lower() also turns the two non-ASCII
+                # letters below into ASCII, which the exact check then matches.
+                low = value.lower().replace(_DOTTED_I, b"i").replace(_KELVIN, b"k")
                 if all(n in low for n in needles):
                     matches.append(record_decoder.decode(value))
                 if not cursor.next():

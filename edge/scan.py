@@ -592,28 +592,45 @@ class ScanService:
         self.counters.count(reason)
         self.rate.tick(now)
 
-    def _check_gates(self, reqs: list[ScanRequest]) -> None:
-        """A batch naming a gate with no profile decides nothing (``UnknownGate``),
-        unless each scan naming one was answered before: a retried batch gets its
-        first answers back, as a retried scan does."""
-        unknown = [r for r in reqs if r.gate not in self.gates]
+    async def _answered_elsewhere(self, reqs: list[ScanRequest]) -> dict[int, StoredAnswer]:
+        """The first answers of the scans of a batch that name a gate with no profile.
+        Each must have been answered before (a retried batch gets its first answers
+        back, as a retried scan does); else the batch decides nothing: ``UnknownGate``.
+        Resolved before any scan of the batch is decided, and never decided again: an
+        answer that vanished meanwhile (its commit failed) fails the whole batch."""
+        unknown = [i for i, r in enumerate(reqs) if r.gate not in self.gates]
+        answers: dict[int, StoredAnswer] = {}
+        waits: list[tuple[int, asyncio.Future[None], StoredAnswer]] = []
         if not unknown:
-            return
+            return answers
         with self.env.begin(db=self.index.answers) as txn:
-            for req in unknown:
-                sid = req.scan_id.encode()
-                if sid not in self.pending_answers and txn.get(sid) is None:
-                    raise UnknownGate(req.gate)
+            for i in unknown:
+                sid = reqs[i].scan_id.encode()
+                pending = self.pending_answers.get(sid)
+                if pending is not None:
+                    waits.append((i, pending[0], pending[1]))
+                    continue
+                raw = txn.get(sid)
+                if raw is None:
+                    raise UnknownGate(reqs[i].gate)
+                answers[i] = answer_decoder.decode(raw)
+        for i, done, answer in waits:
+            await asyncio.shield(done)  # CommitFailed if that scan was never stored
+            answers[i] = answer
+        return answers
 
     async def scan_batch(self, reqs: list[ScanRequest]) -> list[StoredAnswer]:
         """Offline scans: decided in scanned_at order (per ticket), answered in input order."""
-        self._check_gates(reqs)
+        answered = await self._answered_elsewhere(reqs)
         now = self.clock()
         times = [now if r.scanned_at is None else r.scanned_at for r in reqs]
-        order = sorted(range(len(reqs)), key=times.__getitem__)
+        order = sorted((i for i in range(len(reqs)) if i not in answered),
+                       key=times.__getitem__)
         # Tasks start in creation order, so they join the decision batch in time order.
         tasks = {i: asyncio.ensure_future(self.scan(reqs[i], offline=True)) for i in order}
-        return list(await asyncio.gather(*(tasks[i] for i in range(len(reqs)))))
+        decided = await asyncio.gather(*tasks.values())
+        answered.update(zip(tasks, decided, strict=True))
+        return [answered[i] for i in range(len(reqs))]
 
     # -- quick cancellation ----------------------------------------------------------
 

@@ -827,6 +827,21 @@ async def test_search_finds_the_exact_holder_text_with_a_turkish_capital_i(
         assert [r["id"] for r in body["results"]] == [venue.ids["i"]], q
 
 
+# Was (found in review): the same letters in the record, searched in ASCII: holder
+# "ALİ YILMAZ" was not found by q=ali, nor "Kim" written with a Kelvin sign by q=kim,
+# though their lower-cased text contains the query (the byte pre-filter missed them).
+async def test_search_finds_ascii_queries_in_holders_with_letters_lowering_to_ascii(
+    edge: Any, venue: Venue
+) -> None:
+    venue.add_ticket("ali", holder="AL\u0130 YILMAZ", order="O-3", plain="PLAIN-ALI")
+    venue.add_ticket("kim", holder="\u212aim Lee", order="O-4", plain="PLAIN-KIM")
+    node: EdgeNode = await edge.start()
+    for q, name in (("ali", "ali"), ("ali yilmaz", "ali"), ("kim", "kim"), ("KIM LEE", "kim")):
+        status, body = await node.call("GET", "/api/v1/search", params={"q": q})
+        assert status == 200, body
+        assert [r["id"] for r in body["results"]] == [venue.ids[name]], q
+
+
 # Was: the 2-100 character check of q counted the lower-cased text, which can be
 # longer than what was sent: q = "İ" * 60 (60 characters) was refused with a 400.
 async def test_search_length_counts_the_characters_sent(node: EdgeNode) -> None:
