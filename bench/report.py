@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -20,23 +20,31 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
     return float(sorted_values[rank - 1])
 
 
-def cpu_count() -> int:
-    """CPUs this process may run on."""
+def _allowed_cpus() -> list[int]:
     try:
-        return len(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        return list(range(os.cpu_count() or 1))
+
+
+ALLOWED_CPUS: Final = _allowed_cpus()
+"""The CPUs this benchmark may use, read when it starts, before it pins itself. Not read
+again in ``pin``: a child started by a pinned benchmark inherits its one CPU, and
+reading its own affinity there made every server stay on the load's CPU (the servers
+and the load generator shared one core in every run before this was found)."""
+
+
+def cpu_count() -> int:
+    """CPUs this benchmark may run on (whatever it has pinned itself to since)."""
+    return len(ALLOWED_CPUS)
 
 
 def pin(pid: int, cpu: int) -> bool:
-    """Pin *pid* (0 = this process) to one CPU when the machine has two or more."""
-    try:
-        available = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
+    """Pin *pid* (0 = this process) to one of ``ALLOWED_CPUS`` when there are two or
+    more. Also right in a child's ``preexec_fn``, after the parent pinned itself."""
+    if len(ALLOWED_CPUS) < 2:
         return False
-    if len(available) < 2:
-        return False
-    os.sched_setaffinity(pid, {available[cpu % len(available)]})
+    os.sched_setaffinity(pid, {ALLOWED_CPUS[cpu % len(ALLOWED_CPUS)]})
     return True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -115,3 +116,32 @@ def test_ab_cold_starts_nodes_without_the_index_in_the_page_cache(tmp_path: Path
     assert a["page_cache_warm"]["read_bytes"] == 0
     assert b["page_cache_warm"]["done"]
     assert b["page_cache_warm"]["read_bytes"] == b["page_cache_warm"]["target_bytes"] > 0
+
+
+PINNING_PROBE = """
+import os, sys, time
+from pathlib import Path
+from bench.report import pin
+from bench.scan import start
+logs = Path(sys.argv[1])
+pin(0, 1)  # the benchmark and its load on one CPU ...
+child = start("probe", [sys.executable, "-c",
+                        "import os; print(sorted(os.sched_getaffinity(0)))"], logs, 0)
+child.popen.wait(30)
+print(sorted(os.sched_getaffinity(0)), (logs / "probe.log").read_text().strip())
+"""
+
+
+def test_servers_get_their_own_cpu_after_the_benchmark_pinned_itself(tmp_path: Path) -> None:
+    """The servers and the load used to share one core in every benchmark run: a child's
+    pin read its own affinity, inherited from the already pinned parent (one CPU)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("one CPU: nothing to pin apart")
+    done = subprocess.run([sys.executable, "-c", PINNING_PROBE, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    parent, child = done.stdout.strip().split("] ", 1)
+    parent += "]"
+    assert parent == f"[{allowed[1]}]"
+    assert child == f"[{allowed[0]}]"
