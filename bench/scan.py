@@ -54,7 +54,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.dataset import CodeLine, write_dataset
 from bench.rate import fixed_rate
-from bench.report import ForeignCpu, cpu_count, cpu_seconds, emit, note, pin, wait_quiet
+from bench.report import (
+    ALLOWED_CPUS,
+    ForeignCpu,
+    cpu_count,
+    cpu_seconds,
+    emit,
+    note,
+    pin,
+    wait_quiet,
+)
 from sync.codes import ENVELOPE_V1, PAYLOAD_V1, Claims, Kind, sign
 
 LUA = Path(__file__).with_name("scan.lua")
@@ -349,7 +358,14 @@ def start(name: str, argv: list[str], logs: Path, cpu: int | None) -> Proc:
             start_new_session=True,
             preexec_fn=_pinned_to(cpu),
         )
-    return Proc(name, popen, log)
+    proc = Proc(name, popen, log)
+    if cpu is not None and len(ALLOWED_CPUS) >= 2:
+        wanted = {ALLOWED_CPUS[cpu % len(ALLOWED_CPUS)]}
+        got = os.sched_getaffinity(popen.pid)
+        if got != wanted:  # a server sharing the load's core makes every figure wrong
+            proc.stop()
+            raise RuntimeError(f"{name} runs on CPUs {sorted(got)}, not {sorted(wanted)}")
+    return proc
 
 
 def cpu_times(cpu: int) -> tuple[int, int]:
