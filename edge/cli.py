@@ -22,7 +22,7 @@ from edge.app import EdgeConfig, build_app
 from edge.importer import import_file
 from edge.model import GateProfile
 from edge.retention import DEFAULT_KEEP_DAYS, MAX_KEEP_DAYS
-from edge.scanlog import COMMIT_INTERVAL_S, MAX_COMMIT_INTERVAL_S
+from edge.scanlog import COMMIT_INTERVAL_S, MAX_COMMIT_INTERVAL_S, WRITER_SCHED_BATCH
 from sync.snapshot import SnapshotError
 
 log = logging.getLogger("edge")
@@ -155,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="least time between two group commits' starts while scans "
                        "keep coming: more scans per commit, at the price of that much latency "
                        "(default %(default)s: back to back)")
+    serve.add_argument("--writer-sched", choices=("batch", "normal"),
+                       default="batch" if WRITER_SCHED_BATCH else "normal",
+                       help="scheduling policy of the writer thread: batch (default) "
+                       "lets the event loop run first on a shared core")
     serve.add_argument("--keep-days", type=_keep_days, default=DEFAULT_KEEP_DAYS,
                        help="with --core: days a scan log entry and its remembered answer "
                        "are kept once the core has acknowledged it (default %(default)s; "
@@ -214,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         data=args.data, admin_token=_admin_token(args.data, args.admin_token),
         host=args.host, port=args.port, node_id=args.node_id,
         sync_writes=not args.no_sync_writes, commit_interval_s=args.commit_interval_ms / 1000,
-        keep_days=args.keep_days, warm=not args.no_warm, gates=gates,
+        writer_sched_batch=args.writer_sched == "batch", keep_days=args.keep_days,
+        warm=not args.no_warm, gates=gates,
         core=args.core, core_token=args.core_token, venue=args.venue,
     )
     try:
