@@ -50,7 +50,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from bench.report import cpu_count, emit, note
+from bench.report import emit, note
 from sync.codes import Claims, Kind, code_digest, sign
 from sync.snapshot import (
     Catalog,
@@ -427,7 +427,9 @@ def write_dataset(
     pub = public_bytes(key)
     venue = build_venue(now, pub)
     extra = max(10, min(2000, tickets // 500)) if extra is None else extra
-    processes = processes or cpu_count()
+    # The CPUs this process may use now: a benchmark that pinned itself to one gets one
+    # worker, not a pool crowded onto that CPU.
+    processes = processes or len(os.sched_getaffinity(0))
     out.parent.mkdir(parents=True, exist_ok=True)
     codes.parent.mkdir(parents=True, exist_ok=True)
     header = Header(VENUE, 0, now, tickets)

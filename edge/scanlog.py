@@ -373,11 +373,14 @@ class GroupCommitter:
 
 def _sched_batch_this_thread() -> None:
     """``SCHED_BATCH`` for the calling thread (Linux policies are per thread; no
-    privilege needed). Elsewhere, or if refused, the thread keeps the default policy."""
+    privilege needed), when it runs under the default policy. Elsewhere, or if refused,
+    the thread keeps the policy it has."""
     policy = getattr(os, "SCHED_BATCH", None)
     if policy is None:
         return
     try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            return  # a node run under a real-time policy (chrt): never demote its writer
         os.sched_setscheduler(0, policy, os.sched_param(0))
     except OSError as exc:
         log.warning("writer thread keeps the default scheduling policy: %s", exc)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +51,34 @@ async def test_a_node_runs_its_writer_under_sched_batch(tmp_path: Path, venue: V
 
     async with run_edge(tmp_path / "node", venue) as node:
         assert await policy_of_writer(node.app[SERVICE].committer) == os.SCHED_BATCH
+
+
+KEEPS_POLICY = """
+import asyncio, os, sys
+from pathlib import Path
+from edge.index import Index
+from edge.scanlog import GroupCommitter
+
+os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # a policy other than default
+
+async def main():
+    index = Index(Path(sys.argv[1]))
+    committer = GroupCommitter(index, asyncio.get_running_loop())
+    committer.start()
+    await committer.submit(lambda txn, c: None)
+    print(os.sched_getscheduler(committer._thread.native_id))
+    await committer.stop()
+    index.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_writer_started_under_another_policy_keeps_it(tmp_path: Path) -> None:
+    """A node run under a chosen policy (chrt, a unit's CPUSchedulingPolicy) keeps it
+    for its writer: SCHED_BATCH replaces only the default, and never demotes a
+    real-time writer. SCHED_IDLE stands in here: it needs no privilege."""
+    done = subprocess.run([sys.executable, "-c", KEEPS_POLICY, str(tmp_path / "n")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.strip()) == os.SCHED_IDLE
