@@ -128,8 +128,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def guarded(handler: Handler, *, auth: bool = True) -> Handler:
     """Token check and the error contract around one handler: every failure is a JSON
     4xx (or a 503 when the disk failed or a resync is being stored: retry), never a bare
-    500 for bad input. A wrapper per
-    route costs less on the scan path than an application middleware."""
+    500 for bad input. A wrapper per route costs less on the scan path than an
+    application middleware."""
 
     async def run(request: web.Request) -> web.StreamResponse:
         try:

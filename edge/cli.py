@@ -12,7 +12,7 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -69,29 +69,19 @@ async def _serve(config: EdgeConfig) -> None:
     await runner.cleanup()
 
 
-MAX_COMMIT_INTERVAL_MS = MAX_COMMIT_INTERVAL_S * 1000
+def _from_zero_to(high: float, unit: str) -> Callable[[str], float]:
+    """An argparse type: a number from 0 to *high* (nan and inf refused)."""
 
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not 0.0 <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be 0 to {high:g} {unit}")
+        return value
 
-def _interval_ms(text: str) -> float:
-    """``--commit-interval-ms``: 0 to 50 ms (more would keep answers under load waiting)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= MAX_COMMIT_INTERVAL_MS:
-        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_COMMIT_INTERVAL_MS:g} ms")
-    return value
-
-
-def _keep_days(text: str) -> float:
-    """``--keep-days``: 0 (keep everything) to ``MAX_KEEP_DAYS``."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= MAX_KEEP_DAYS:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_KEEP_DAYS} days")
-    return value
+    return parse
 
 
 GC_THRESHOLDS = (10_000, 50, 1_000)
@@ -150,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--node-id", help="stable node id (default: generated once, stored)")
     serve.add_argument("--no-sync-writes", action="store_true",
                        help="do not fsync commits (benchmarks of the CPU path only)")
-    serve.add_argument("--commit-interval-ms", type=_interval_ms,
+    serve.add_argument("--commit-interval-ms",
+                       type=_from_zero_to(MAX_COMMIT_INTERVAL_S * 1000, "ms"),
                        default=COMMIT_INTERVAL_S * 1000,
                        help="least time between two group commits' starts while scans "
                        "keep coming: more scans per commit, at the price of that much latency "
@@ -159,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                        default="batch" if WRITER_SCHED_BATCH else "normal",
                        help="scheduling policy of the writer thread: batch (default) "
                        "lets the event loop run first on a shared core")
-    serve.add_argument("--keep-days", type=_keep_days, default=DEFAULT_KEEP_DAYS,
+    serve.add_argument("--keep-days", type=_from_zero_to(MAX_KEEP_DAYS, "days"),
+                       default=DEFAULT_KEEP_DAYS,
                        help="with --core: days a scan log entry and its remembered answer "
                        "are kept once the core has acknowledged it (default %(default)s; "
                        "0 keeps everything)")

@@ -141,8 +141,7 @@ class Follower:
     # -- status ----------------------------------------------------------------------
 
     def upload_cursor(self) -> int:
-        raw = self.index.get_meta("upload_cursor")
-        return int(msgspec.msgpack.decode(raw)) if raw else 0
+        return self.index.meta_int("upload_cursor")
 
     def outbox_depth(self) -> int:
         return max(0, self.committer.next_seq - 1 - self.upload_cursor())

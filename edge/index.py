@@ -125,6 +125,11 @@ class Index:
             value: bytes | None = txn.get(key.encode())
             return value
 
+    def meta_int(self, key: str) -> int:
+        """A counter kept in ``meta`` (msgpack int: a feed or upload cursor), 0 if unset."""
+        raw = self.get_meta(key)
+        return int(msgspec.msgpack.decode(raw)) if raw else 0
+
     def meta_items(self, prefix: str) -> list[tuple[str, bytes]]:
         raw_prefix = prefix.encode()
         out: list[tuple[str, bytes]] = []

@@ -34,8 +34,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-import msgspec
-
 from edge.index import U64
 from edge.scan import QUICK_CANCEL_PREFIX, ScanService
 from edge.scanlog import CommitFailed, GroupCommitter, log_decoder
@@ -150,8 +148,7 @@ class Pruner:
 
     def _due(self, now: float) -> list[tuple[bytes, bytes]]:
         """(log key, answer key) of the oldest entries that may go, at most a chunk."""
-        raw = self.index.get_meta("upload_cursor")
-        acknowledged = int(msgspec.msgpack.decode(raw)) if raw else 0
+        acknowledged = self.index.meta_int("upload_cursor")
         out: list[tuple[bytes, bytes]] = []
         with self.index.env.begin(db=self.index.scanlog) as txn:
             cursor = txn.cursor()

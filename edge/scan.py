@@ -193,8 +193,7 @@ class ScanService:
 
     def cursor(self) -> int:
         """Change-feed position the index is consistent with."""
-        raw = self.index.get_meta("cursor")
-        return int(msgspec.msgpack.decode(raw)) if raw else 0
+        return self.index.meta_int("cursor")
 
     def reload(self) -> None:
         """(Re)load the catalogue and gate profiles from the index."""
@@ -599,10 +598,10 @@ class ScanService:
         Resolved before any scan of the batch is decided, and never decided again: an
         answer that vanished meanwhile (its commit failed) fails the whole batch."""
         unknown = [i for i, r in enumerate(reqs) if r.gate not in self.gates]
+        if not unknown:
+            return {}
         answers: dict[int, StoredAnswer] = {}
         waits: list[tuple[int, asyncio.Future[None], StoredAnswer]] = []
-        if not unknown:
-            return answers
         with self.env.begin(db=self.index.answers) as txn:
             for i in unknown:
                 sid = reqs[i].scan_id.encode()

@@ -80,12 +80,17 @@ async def test_committer_refuses_bad_intervals(tmp_path: Path, interval: float) 
         index.close()
 
 
-@pytest.mark.parametrize("value", ["-1", "51", "nan", "inf", "soon"])
-def test_commit_interval_option_refuses_bad_values(
-    tmp_path: Path, value: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [*(("--commit-interval-ms", v) for v in ("-1", "51", "nan", "inf", "soon")),
+     *(("--keep-days", v) for v in ("-1", "3651", "nan", "inf", "a month"))],
+)
+def test_bounded_serve_options_refuse_bad_values(
+    tmp_path: Path, option: str, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """``--commit-interval-ms`` (0-50) and ``--keep-days`` (0-3650, ``edge.retention``)."""
     with pytest.raises(SystemExit) as exited:
-        main(["serve", "--data", str(tmp_path / "n"), "--commit-interval-ms", value])
+        main(["serve", "--data", str(tmp_path / "n"), option, value])
     assert exited.value.code == 2
-    assert "--commit-interval-ms" in capsys.readouterr().err
+    assert option in capsys.readouterr().err
     assert not (tmp_path / "n").exists()
