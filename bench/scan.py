@@ -530,20 +530,31 @@ def run_wrk(
 
 @contextlib.contextmanager
 def perf_record(pid: int, out: Path | None) -> Iterator[None]:
-    """``perf record -g`` of *pid* into *out* for the duration of the block (if *out*)."""
+    """Sample *pid* into *out* for the duration of the block (if *out*): with
+    ``perf record -g`` (kernel and native stacks), or with py-spy when *out* ends in
+    ``.pyspy`` (Python stacks of every thread, collapsed; ``py-spy`` is in the
+    ``bench`` extra)."""
     if out is None:
         yield
         return
-    recorder = subprocess.Popen(
-        ["perf", "record", "-g", "-q", "-p", str(pid), "-o", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    if out.suffix == ".pyspy":
+        argv = ["py-spy", "record", "--nonblocking", "--format", "raw", "--rate", "200",
+                "--pid", str(pid), "--output", str(out)]
+    else:
+        argv = ["perf", "record", "-g", "-q", "-p", str(pid), "-o", str(out)]
+    recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
     finally:
         recorder.send_signal(signal.SIGINT)
         recorder.wait(30)
+
+
+def profile_file(args: argparse.Namespace, run_dir: Path, name: str) -> Path | None:
+    """Where to record the phase *name* (``--perf``, ``--py-spy``), or None."""
+    if args.py_spy:
+        return run_dir / f"{name}.pyspy"
+    return run_dir / f"{name}.perf" if args.perf else None
 
 
 def open_loop(
@@ -729,7 +740,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for rnd in range(args.rounds):
             if rnd:
                 wait_quiet(args.quiet_wait)
-            perf = run_dir / f"baseline-{rnd}.perf" if args.perf else None
+            perf = profile_file(args, run_dir, f"baseline-{rnd}")
             bases.append(
                 run_wrk(
                     base_url, base_bodies, token, args.seconds, *wrk, bpid, f"{nonce}b{rnd}",
@@ -750,7 +761,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             taken = write_bodies(full_bodies, args.threads, full_lines, pools, rng)
             wait_quiet(args.quiet_wait)
             before = metric_reasons(node_url, token)
-            perf = run_dir / f"node-{rnd}.perf" if args.perf else None
+            perf = profile_file(args, run_dir, f"node-{rnd}")
             full = run_wrk(
                 node_url, full_bodies, token, args.seconds, *wrk, pid, f"{nonce}n{rnd}", perf
             )
@@ -809,7 +820,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     # The baseline at the same rate, with the same bodies: the latency
                     # and CPU per request of a bare server under the same offered load.
                     wait_quiet(args.quiet_wait)
-                    perf = run_dir / f"baseline-half-{rnd}.perf" if args.perf else None
+                    perf = profile_file(args, run_dir, f"baseline-half-{rnd}")
                     base_halves.append(
                         open_loop(
                             base_url, bpid, token, lines, half, args, f"{nonce}bh{rnd}", perf
@@ -817,7 +828,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     wait_quiet(args.quiet_wait)
                     commits = metric_commits(node_url, token)
-                    perf = run_dir / f"node-half-{rnd}.perf" if args.perf else None
+                    perf = profile_file(args, run_dir, f"node-half-{rnd}")
                     halves.append(
                         open_loop(
                             node_url, pid, token, lines, half, args, f"{nonce}h{rnd}", perf
@@ -854,7 +865,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for proc in reversed(procs):
             proc.stop()
-        if not (args.keep or args.perf):
+        if not (args.keep or args.perf or args.py_spy):
             shutil.rmtree(run_dir, ignore_errors=True)
     # Saturation: the pinned core's busy share when known (it includes kernel work on
     # the server's behalf: loopback softirq, fsync), else the process's own CPU share.
@@ -919,6 +930,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="record each measured phase (full load and half rate) with `perf record -g` "
         "into the run directory "
         "(implies --keep; perf adds load, so figures of such a run are not comparable)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        dest="py_spy",
+        action="store_true",
+        help="like --perf, with py-spy: Python stacks of every thread of each server, "
+        "collapsed, into NAME.pyspy files of the run directory",
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="baseline+node rounds; the best of each counts"
