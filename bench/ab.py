@@ -39,6 +39,7 @@ from bench.rate import fixed_rate
 from bench.report import emit, note, pin
 from bench.scan import (
     ADMIN_TOKEN_BYTES,
+    STEAL_WARN_CORES,
     commit_shares,
     copy_index,
     dataset_for,
@@ -88,7 +89,8 @@ def one_run(
     finally:
         node.stop()
     result["commits_per_s"] = round(commits["count"] / took, 1)
-    keep = (*FIGURES, "achieved_per_s", "errors", "foreign_cores", "page_cache_warm")
+    keep = (*FIGURES, "achieved_per_s", "errors", "foreign_cores", "steal_cores",
+            "page_cache_warm")
     return {k: result[k] for k in keep}
 
 
@@ -144,11 +146,14 @@ def main(args: argparse.Namespace) -> int:
             for side, extra in sides.items():
                 run = one_run(pristine, tmp, extra, gates, lines, args, f"{side}{pair}")
                 runs[side].append(run)
+                shown = (*FIGURES, "foreign_cores", "steal_cores")
                 note(f"ab: pair {pair} {side.upper()} {getattr(args, side)!r}: "
-                     + ", ".join(f"{k} {run[k]}" for k in (*FIGURES, "foreign_cores")))
-                if run["foreign_cores"] > 0.1 or run["errors"]:
+                     + ", ".join(f"{k} {run[k]}" for k in shown))
+                if (run["foreign_cores"] > 0.1 or run["steal_cores"] > STEAL_WARN_CORES
+                        or run["errors"]):
                     warnings.append(f"pair {pair} {side.upper()}: foreign_cores "
-                                    f"{run['foreign_cores']}, errors {run['errors']}")
+                                    f"{run['foreign_cores']}, steal_cores {run['steal_cores']}, "
+                                    f"errors {run['errors']}")
     medians = {
         side: {k: round(statistics.median(r[k] for r in rs), 3) for k in FIGURES}
         for side, rs in runs.items()

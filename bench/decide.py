@@ -161,6 +161,7 @@ def main(args: argparse.Namespace) -> int:
     figures["pinned"] = pinned
     figures["quiet_before_cores"] = quiet
     figures["foreign_cores"] = meter.cores()
+    figures["steal_cores"] = meter.stolen()
     figures["target_per_s"] = 500_000
     print(
         f"decide: {figures['decisions_per_s']:,} decisions/s "

@@ -93,23 +93,41 @@ def _own_cpu_seconds() -> float:
     return cpu_seconds(os.getpid()) + reaped
 
 
+def _all_cpus() -> list[int]:
+    """The ``cpu`` line of /proc/stat: jiffies of every CPU by kind."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
 def _busy_seconds() -> float:
     """User + nice + system time of every CPU, from /proc/stat (no irq, no softirq)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    values = _all_cpus()
     return (values[0] + values[1] + values[2]) / os.sysconf("SC_CLK_TCK")
+
+
+def _steal_seconds() -> float:
+    """Time the hypervisor ran something else while this machine's CPUs wanted to run."""
+    values = _all_cpus()
+    return values[7] / os.sysconf("SC_CLK_TCK") if len(values) > 7 else 0.0
 
 
 class ForeignCpu:
     """CPU used by processes that are not ours (other benchmarks, test runs) meanwhile.
 
     The machine is shared; a busy neighbour on the server's core makes the figures
-    meaningless, so every phase reports how many cores others used while it ran.
+    meaningless, so every phase reports how many cores others used while it ran. On a
+    virtual machine the neighbours may also be outside it: ``stolen`` is how many
+    cores' worth of time the hypervisor gave to others while this machine wanted them.
     """
 
     def __init__(self) -> None:
         self.busy = _busy_seconds()
         self.own = _own_cpu_seconds()
+        self.steal = _steal_seconds()
         self.t0 = time.perf_counter()
+
+    def stolen(self) -> float:
+        wall = time.perf_counter() - self.t0
+        return round((_steal_seconds() - self.steal) / wall, 3) if wall > 0 else 0.0
 
     def cores(self) -> float:
         wall = time.perf_counter() - self.t0

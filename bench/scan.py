@@ -506,6 +506,7 @@ def run_wrk(
     cpu1 = cpu_seconds(pid)
     core1 = cpu_times(server_core)
     others = foreign.cores()
+    stolen = foreign.stolen()
     found = _WRK_RESULT.search(done.stdout)
     if done.returncode != 0 or found is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr}")
@@ -517,6 +518,7 @@ def run_wrk(
     result["server_cpu"] = round((cpu1 - cpu0) / duration, 3) if duration else 0.0
     result["wall_s"] = round(wall, 3)
     result["foreign_cores"] = others
+    result["steal_cores"] = stolen
     # The server's whole core (when pinned), including the kernel's loopback softirq
     # work, which /proc/PID/stat does not charge to the server.
     busy = (core1[0] - core0[0]) / os.sysconf("SC_CLK_TCK")
@@ -548,6 +550,10 @@ def perf_record(pid: int, out: Path | None) -> Iterator[None]:
     finally:
         recorder.send_signal(signal.SIGINT)
         recorder.wait(30)
+
+
+STEAL_WARN_CORES = 0.05
+"""Steal above this share of a core in a phase is reported as a warning."""
 
 
 def profile_file(args: argparse.Namespace, run_dir: Path, name: str) -> Path | None:
@@ -586,6 +592,7 @@ def open_loop(
     took = time.perf_counter() - t0
     result["server_cpu"] = round((cpu_seconds(pid) - cpu0) / took, 3) if took else 0.0
     result["foreign_cores"] = meter.cores()
+    result["steal_cores"] = meter.stolen()
     return result
 
 
@@ -778,7 +785,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figures["baseline_p99_ms"] = base["p99_ms"]
         figures["baseline_errors"] = sum(r["error_count"] for r in bases)
         figures["baseline_foreign_cores"] = base["foreign_cores"]
+        figures["baseline_steal_cores"] = base["steal_cores"]
         figures["baseline_rounds"] = [r["per_s"] for r in bases]
+        figures["baseline_steal_rounds"] = [r["steal_cores"] for r in bases]
 
         if node_proc is not None:
             pid = node_proc.popen.pid
@@ -786,6 +795,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             figures["scans_per_s"] = full["per_s"]
             figures["ratio"] = round(full["per_s"] / base["per_s"], 3) if base["per_s"] else None
             figures["node_rounds"] = [r["per_s"] for r in fulls]
+            figures["steal_rounds"] = [r["steal_cores"] for r in fulls]
             figures["ratio_rounds"] = [
                 round(n["per_s"] / b["per_s"], 3) if b["per_s"] else None
                 for n, b in zip(fulls, bases)
@@ -797,6 +807,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             figures["server_cpu"] = full["server_cpu"]
             figures["server_core_busy"] = full["server_core_busy"]
             figures["foreign_cores"] = full["foreign_cores"]
+            figures["steal_cores"] = full["steal_cores"]
             figures["bodies_wrapped"] = full["wraps"]
             figures["fresh_codes_left"] = len(pools.fresh)
             total = sum(full["reasons"].values()) or 1
@@ -846,6 +857,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 # How long the node's group commits (write + fsync) took meanwhile.
                 figures["half_rate_commits"] = result["commits"]
                 figures["half_rate_foreign_cores"] = result["foreign_cores"]
+                figures["half_rate_steal_cores"] = result["steal_cores"]
+                figures["half_rate_steal_rounds"] = [r["steal_cores"] for r in halves]
                 figures["half_rate_per_s"] = result["achieved_per_s"]
                 figures["p50_half_rate_ms"] = result["p50_ms"]
                 figures["p99_half_rate_ms"] = result["p99_ms"]
@@ -873,6 +886,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if (figures.get(label) or 0.0) > 0.1:
             figures.setdefault("warnings", []).append(
                 f"{label}={figures[label]}: other processes shared the machine"
+            )
+    for label in ("baseline_steal_rounds", "steal_rounds", "half_rate_steal_rounds"):
+        if max(figures.get(label) or [0.0]) > STEAL_WARN_CORES:
+            figures.setdefault("warnings", []).append(
+                f"{label}={figures[label]}: the hypervisor took CPU time from this machine"
             )
     for label, busy, own in (
         ("node", figures.get("server_core_busy"), figures.get("server_cpu")),

@@ -85,6 +85,7 @@ async def measure(
             "wall_us": round(wall / n * 1e6, 1),
             "scans_per_commit": round(n / commits, 1) if commits else None,
             "foreign_cores": foreign.cores(),
+            "steal_cores": foreign.stolen(),
         }
     finally:
         await committer.stop()

@@ -88,6 +88,7 @@ def test_scan_bodies_are_json(dataset) -> None:
 def test_decide_quick_prints_figures() -> None:
     figures = run_bench("decide", "--quick")
     assert figures["decisions_per_s"] > 0
+    assert 0.0 <= figures["steal_cores"] <= os.cpu_count()
     assert "ok" in figures["reasons"]
 
 
@@ -99,6 +100,8 @@ def test_ab_alternates_two_node_configurations(tmp_path: Path) -> None:
     a, b = figures["runs"]["a"][0], figures["runs"]["b"][0]
     assert a["errors"] == 0 and b["errors"] == 0
     assert a["server_cpu"] > 0 and b["server_cpu"] > 0
+    # What the hypervisor took meanwhile: a share of this machine's cores.
+    assert all(0.0 <= r["steal_cores"] <= os.cpu_count() for r in (a, b))
     # B's node got its argument: at least 50 ms between two commits' starts.
     assert b["commits_per_s"] <= 21
     assert a["commits_per_s"] > b["commits_per_s"]
