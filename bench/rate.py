@@ -4,8 +4,13 @@ Requests are scheduled at ``t0 + k / rate`` whatever the server does; each one i
 sent on the first free keep-alive connection of a bounded pool. Latency is measured
 from the *scheduled* time, so a stalled server shows up in the percentiles instead of
 silently lowering the offered load (no coordinated omission). The service time (from
-the actual send) is reported too. Sends go out on a 1 ms tick, so latencies carry up
-to ~1 ms of the generator's own granularity.
+the actual send) is reported too, and so is the generator's own lateness
+(``sendlag_*``: actual send minus scheduled time): a phase whose send lag p99 is more
+than a millisecond or two measured the load machine, not the server. The schedule is
+kept by a thread sleeping on the kernel's high-resolution timer (not the event loop's
+whole-millisecond timers, which sent requests in 1 ms bursts, up to ~2 ms late, and
+let a server answer a burst per wake-up); arrivals are evenly spaced, or Poisson with
+``poisson=True`` (independent devices). The cyclic GC is frozen and off during a phase.
 
 Raw asyncio protocol on uvloop rather than an HTTP client library: at several thousand
 requests a second a library client would measure itself.
@@ -14,7 +19,11 @@ requests a second a library client would measure itself.
 from __future__ import annotations
 
 import asyncio
+import gc
+import random
 import re
+import sys
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -142,6 +151,8 @@ async def run_fixed_rate(
     seconds: float,
     connections: int = 32,
     nonce: str = "r",
+    poisson: bool = False,
+    seed: int = 1,
 ) -> dict[str, Any]:
     """Offer *rate* requests/s for *seconds*; bodies lack ``scan_id`` (added here)."""
     loop = asyncio.get_running_loop()
@@ -151,21 +162,55 @@ async def run_fixed_rate(
         gen.conns.append(conn)
         gen.idle.append(conn)
     total = max(1, int(rate * seconds))
+    if poisson:
+        rng = random.Random(seed)
+        at, offsets = 0.0, []
+        for _ in range(total):
+            offsets.append(at)
+            at += rng.expovariate(rate)
+    else:
+        offsets = [k / rate for k in range(total)]
+    finished = asyncio.Event()
     t0 = time.perf_counter() + 0.01
-    issued = 0
-    while issued < total:
-        now = time.perf_counter()
-        if now > t0 + seconds + 5.0:
-            break
-        due = min(total, int((now - t0) * rate) + 1) if now >= t0 else 0
-        while issued < due:
-            gen.submit(t0 + issued / rate, issued)
-            issued += 1
-        # libuv timers tick in whole milliseconds, so a send may leave up to ~1 ms
-        # after its scheduled time and that counts as latency (a conservative bias).
-        # Polling instead would remove it, but a spinning load core pushes other
-        # processes of a shared machine onto the server's core, which is far worse.
-        await asyncio.sleep(0.001)
+
+    def submit_range(first: int, stop: int) -> None:
+        for k in range(first, stop):
+            gen.submit(t0 + offsets[k], k)
+
+    def ticker() -> None:
+        issued = 0
+        while issued < total:
+            now = time.perf_counter()
+            if now > t0 + seconds + 5.0:
+                break
+            due = issued
+            while due < total and t0 + offsets[due] <= now:
+                due += 1
+            if due > issued:
+                loop.call_soon_threadsafe(submit_range, issued, due)
+                issued = due
+            if issued < total:
+                delay = t0 + offsets[issued] - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+        loop.call_soon_threadsafe(finished.set)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)  # the ticker must not wait 5 ms for the loop's GIL
+    gc.collect()
+    gc.freeze()  # the caller's big pools are never walked during the phase
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    thread = threading.Thread(target=ticker, name="rate-ticker", daemon=True)
+    thread.start()
+    try:
+        await finished.wait()
+    finally:
+        thread.join()
+        sys.setswitchinterval(switch)
+        if gc_was_on:
+            gc.enable()
+        gc.unfreeze()
     drain = time.perf_counter() + 10.0
     while (gen.backlog or gen.in_flight()) and time.perf_counter() < drain:
         await asyncio.sleep(0.005)
@@ -176,6 +221,7 @@ async def run_fixed_rate(
             conn.transport.close()
     await asyncio.sleep(0)
     tally = gen.tally
+    lag = sorted(a - b for a, b in zip(tally.latencies, tally.service))
     lat = sorted(tally.latencies)
     svc = sorted(tally.service)
     return {
@@ -187,7 +233,11 @@ async def run_fixed_rate(
         "p99_ms": round(percentile(lat, 99) * 1000, 3),
         "p999_ms": round(percentile(lat, 99.9) * 1000, 3),
         "max_ms": round((lat[-1] if lat else 0.0) * 1000, 3),
+        "service_p50_ms": round(percentile(svc, 50) * 1000, 3),
         "service_p99_ms": round(percentile(svc, 99) * 1000, 3),
+        "sendlag_p50_ms": round(percentile(lag, 50) * 1000, 3),
+        "sendlag_p99_ms": round(percentile(lag, 99) * 1000, 3),
+        "sendlag_max_ms": round((lag[-1] if lag else 0.0) * 1000, 3),
         "errors": tally.status_errors + tally.socket_errors + unanswered,
         "socket_errors": tally.socket_errors,
         "unanswered": unanswered,
@@ -204,6 +254,7 @@ def fixed_rate(
     seconds: float,
     connections: int = 32,
     nonce: str = "r",
+    poisson: bool = False,
 ) -> dict[str, Any]:
     """Blocking wrapper: run ``run_fixed_rate`` on a fresh uvloop loop."""
     try:
@@ -214,5 +265,7 @@ def fixed_rate(
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(
-            run_fixed_rate(host, port, token, bodies, rate, seconds, connections, nonce)
+            run_fixed_rate(
+                host, port, token, bodies, rate, seconds, connections, nonce, poisson
+            )
         )

@@ -115,6 +115,28 @@ def load_pools(codes: Path, gates: dict[str, Any], seed: int) -> Pools:
     return pools
 
 
+EXTRA_SHARE = 0.015
+"""Share of scan lines that take a validly signed code the snapshot lacks (scan_lines)."""
+
+
+def top_up_extras(
+    pools: Pools, info: dict[str, Any], tickets: int, seed: int, lines: int
+) -> int:
+    """Mint validly signed codes the snapshot does not hold (ids past the dataset's own
+    extras, signed with the dataset's key) until *pools.extra* lasts *lines* scan lines
+    with margin. The dataset ships at most 2,000; a run of several rounds takes more,
+    and once they run out ``scan_lines`` silently drops that part of the mix."""
+    from bench.dataset import build_venue, extra_codes, private_key_for
+
+    need = int(lines * EXTRA_SHARE * 1.3) - len(pools.extra)
+    if need <= 0:
+        return 0
+    first = tickets + int(info.get("extra_codes", 0)) + 1
+    minted = extra_codes(first, need, build_venue(info["now"]), private_key_for(seed), seed + 1)
+    pools.extra[:0] = minted  # taken from the end: the dataset's own go first
+    return need
+
+
 def garbage_code(rng: random.Random, signed: list[str]) -> str:
     """A code no reader accepts, or a plain code nobody issued."""
     pick = rng.randrange(6)
@@ -369,14 +391,17 @@ def start(name: str, argv: list[str], logs: Path, cpu: int | None) -> Proc:
 
 
 def cpu_times(cpu: int) -> tuple[int, int]:
-    """(busy, total) jiffies of one CPU from /proc/stat; busy counts softirq too."""
+    """(busy, total) jiffies of one CPU from /proc/stat; busy counts irq and softirq
+    too, but not steal (the hypervisor ran someone else: not this server's work) nor
+    guest (already counted in user)."""
     if cpu < 0:
         return 0, 0
     for line in Path("/proc/stat").read_text().splitlines():
         if line.startswith(f"cpu{cpu} "):
-            values = [int(v) for v in line.split()[1:]]
-            idle = values[3] + values[4]
-            return sum(values) - idle, sum(values)
+            values = [int(v) for v in line.split()[1:]] + [0] * 10
+            user, nice, system, idle, iowait, irq, softirq = values[:7]
+            busy = user + nice + system + irq + softirq
+            return busy, busy + idle + iowait
     return 0, 0
 
 
@@ -496,15 +521,23 @@ def run_wrk(
     ]
     affinity = os.sched_getaffinity(pid)
     server_core = next(iter(affinity)) if len(affinity) == 1 else -1
-    cpu0 = cpu_seconds(pid)
-    core0 = cpu_times(server_core)
+    os.sync()  # no writeback of earlier files (bodies, logs) during the phase
     foreign = ForeignCpu()
     t0 = time.perf_counter()
+    # The server's CPU is read over the middle of wrk's run (from 0.5 s after its start
+    # to 0.5 s before its end): numerator and denominator over the same window, without
+    # wrk's start (reading its bodies) and end.
+    margin = 0.5 if seconds >= 2 else 0.0
     with perf_record(pid, perf):
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(margin)
+        cpu0, core0, m0 = cpu_seconds(pid), cpu_times(server_core), time.perf_counter()
+        time.sleep(max(0.5, max(1, round(seconds)) - 2 * margin))
+        cpu1, core1, m1 = cpu_seconds(pid), cpu_times(server_core), time.perf_counter()
+        out, err = proc.communicate(timeout=seconds + 60)
+        done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
     wall = time.perf_counter() - t0
-    cpu1 = cpu_seconds(pid)
-    core1 = cpu_times(server_core)
+    window = m1 - m0
     others = foreign.cores()
     stolen = foreign.stolen()
     found = _WRK_RESULT.search(done.stdout)
@@ -513,9 +546,7 @@ def run_wrk(
     result: dict[str, Any] = json.loads(found.group(1))
     duration = result["duration_us"] / 1e6
     result["per_s"] = round(result["requests"] / duration, 1) if duration else 0.0
-    # wrk's own duration, not the wall time around it: the server idles while wrk
-    # starts and reads its bodies, and that must not count as spare capacity.
-    result["server_cpu"] = round((cpu1 - cpu0) / duration, 3) if duration else 0.0
+    result["server_cpu"] = round((cpu1 - cpu0) / window, 3) if window > 0 else 0.0
     result["wall_s"] = round(wall, 3)
     result["foreign_cores"] = others
     result["steal_cores"] = stolen
@@ -523,7 +554,7 @@ def run_wrk(
     # work, which /proc/PID/stat does not charge to the server.
     busy = (core1[0] - core0[0]) / os.sysconf("SC_CLK_TCK")
     result["server_core_busy"] = (
-        round(busy / duration, 3) if duration and server_core >= 0 else None
+        round(busy / window, 3) if window > 0 and server_core >= 0 else None
     )
     errors = result["errors"]
     result["error_count"] = sum(errors.values())
@@ -575,6 +606,7 @@ def open_loop(
 ) -> dict[str, Any]:
     """One fixed-rate run against *url*; adds the server's CPU share (``server_cpu``)
     and the CPU other processes used meanwhile (``foreign_cores``)."""
+    os.sync()  # no writeback of earlier files during the phase
     meter = ForeignCpu()
     cpu0 = cpu_seconds(pid)
     t0 = time.perf_counter()
@@ -588,6 +620,7 @@ def open_loop(
             args.seconds,
             args.rate_connections,
             nonce,
+            poisson=args.arrivals == "poisson",
         )
     took = time.perf_counter() - t0
     result["server_cpu"] = round((cpu_seconds(pid) - cpu0) / took, 3) if took else 0.0
@@ -692,6 +725,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figures["dataset_cached"] = info["cached"]
         gates: dict[str, Any] = json.loads(gates_path.read_text())
         pools = load_pools(codes, gates, args.seed)
+        # Every scan line the node may get: warm-up, full rounds and half-rate rounds.
+        planned = args.expect_rate * (args.warmup + 1.2 * args.seconds * args.rounds) * 1.2
+        figures["extras_minted"] = top_up_extras(pools, info, args.tickets, args.seed, int(planned))
         # The baseline answers alike whatever the codes: its bodies come from a copy of
         # the pools, sized for --expect-rate. The node's are made after the baseline
         # ran, sized for the baseline's rate, and codes of lines never sent go back.
@@ -852,6 +888,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 figures["baseline_p50_half_rate_ms"] = base_half["p50_ms"]
                 figures["baseline_p99_half_rate_ms"] = base_half["p99_ms"]
                 figures["baseline_half_rate_cpu"] = base_half["server_cpu"]
+                figures["baseline_service_p99_half_rate_ms"] = base_half["service_p99_ms"]
+                figures["baseline_half_rate_steal_rounds"] = [r["steal_cores"] for r in base_halves]
+                # The load generator's own lateness (send - scheduled): latency it adds
+                # to both servers' figures; over ~2 ms the phase measured the load side.
+                figures["half_rate_sendlag_p99_ms"] = [
+                    (b.get("sendlag_p99_ms"), n.get("sendlag_p99_ms"))
+                    for b, n in zip(base_halves, halves)
+                ]
                 result = min(halves, key=lambda r: float(r["p99_ms"]))
                 figures["half_rate_cpu"] = result["server_cpu"]
                 # How long the node's group commits (write + fsync) took meanwhile.
@@ -925,6 +969,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=256,
         help="connection pool of the half-rate run (devices with one scan in flight)",
+    )
+    parser.add_argument(
+        "--arrivals",
+        choices=("even", "poisson"),
+        default="even",
+        help="fixed-rate sends evenly spaced (default), or Poisson arrivals (many "
+        "independent devices: random clusters)",
     )
     parser.add_argument("--no-half-rate", dest="half_rate", action="store_false")
     parser.add_argument("--no-node", dest="node", action="store_false", help="baseline only")

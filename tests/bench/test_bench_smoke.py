@@ -102,6 +102,8 @@ def test_ab_alternates_two_node_configurations(tmp_path: Path) -> None:
     assert a["server_cpu"] > 0 and b["server_cpu"] > 0
     # What the hypervisor took meanwhile: a share of this machine's cores.
     assert all(0.0 <= r["steal_cores"] <= os.cpu_count() for r in (a, b))
+    # The generator's own lateness is reported, so a late load side can be told apart.
+    assert all(r["sendlag_p99_ms"] >= 0.0 for r in (a, b))
     # B's node got its argument: at least 50 ms between two commits' starts.
     assert b["commits_per_s"] <= 21
     assert a["commits_per_s"] > b["commits_per_s"]
