@@ -171,6 +171,14 @@ async def run_fixed_rate(
     else:
         offsets = [k / rate for k in range(total)]
     finished = asyncio.Event()
+    # Before the schedule's start: a full collection walks the caller's pools (a
+    # million codes: ~0.1 s), and every send due meanwhile would leave that late.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)  # the ticker must not wait 5 ms for the loop's GIL
+    gc.collect()
+    gc.freeze()  # the caller's big pools are never walked during the phase
+    gc_was_on = gc.isenabled()
+    gc.disable()
     t0 = time.perf_counter() + 0.01
 
     def submit_range(first: int, stop: int) -> None:
@@ -195,12 +203,6 @@ async def run_fixed_rate(
                     time.sleep(delay)
         loop.call_soon_threadsafe(finished.set)
 
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(0.0002)  # the ticker must not wait 5 ms for the loop's GIL
-    gc.collect()
-    gc.freeze()  # the caller's big pools are never walked during the phase
-    gc_was_on = gc.isenabled()
-    gc.disable()
     thread = threading.Thread(target=ticker, name="rate-ticker", daemon=True)
     thread.start()
     try:
