@@ -84,6 +84,18 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def write_bytes(pid: int) -> int:
+    """Bytes *pid* (all its threads) has caused to be sent to storage (``/proc/PID/io``
+    ``write_bytes``); 0 when unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _own_cpu_seconds() -> float:
     """CPU time of this process, its live descendants and its reaped children."""
     tick = os.sysconf("SC_CLK_TCK")

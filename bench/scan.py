@@ -64,6 +64,7 @@ from bench.report import (
     note,
     pin,
     wait_quiet,
+    write_bytes,
 )
 from sync.codes import ENVELOPE_V1, PAYLOAD_V1, Claims, Kind, sign
 
@@ -523,6 +524,7 @@ def run_wrk(
     affinity = os.sched_getaffinity(pid)
     server_core = next(iter(affinity)) if len(affinity) == 1 else -1
     os.sync()  # no writeback of earlier files (bodies, logs) during the phase
+    written0 = write_bytes(pid)
     foreign = ForeignCpu()
     t0 = time.perf_counter()
     # The server's CPU is read over the middle of wrk's run (from 0.5 s after its start
@@ -547,6 +549,8 @@ def run_wrk(
     result: dict[str, Any] = json.loads(found.group(1))
     duration = result["duration_us"] / 1e6
     result["per_s"] = round(result["requests"] / duration, 1) if duration else 0.0
+    result["write_kb_per_request"] = _per_request_kb(write_bytes(pid) - written0,
+                                                     result["requests"])
     result["server_cpu"] = round((cpu1 - cpu0) / window, 3) if window > 0 else 0.0
     result["wall_s"] = round(wall, 3)
     result["foreign_cores"] = others
@@ -608,6 +612,7 @@ def open_loop(
     """One fixed-rate run against *url*; adds the server's CPU share (``server_cpu``)
     and the CPU other processes used meanwhile (``foreign_cores``)."""
     os.sync()  # no writeback of earlier files during the phase
+    written0 = write_bytes(pid)
     meter = ForeignCpu()
     cpu0 = cpu_seconds(pid)
     t0 = time.perf_counter()
@@ -627,7 +632,15 @@ def open_loop(
     result["server_cpu"] = round((cpu_seconds(pid) - cpu0) / took, 3) if took else 0.0
     result["foreign_cores"] = meter.cores()
     result["steal_cores"] = meter.stolen()
+    answered = sum(result["reasons"].values())
+    result["write_kb_per_request"] = _per_request_kb(write_bytes(pid) - written0, answered)
     return result
+
+
+def _per_request_kb(written: int, requests: int) -> float | None:
+    """Storage writes per request: for the node, what its fsynced commits write (LMDB
+    copies every page a transaction touches, so random keys cost whole pages)."""
+    return round(written / requests / 1024, 2) if requests else None
 
 
 def metrics_text(base: str, token: str) -> str:
@@ -848,6 +861,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             figures["errors_by_kind"] = full["errors"]
             figures["server_cpu"] = full["server_cpu"]
             figures["server_core_busy"] = full["server_core_busy"]
+            figures["write_kb_per_scan"] = full["write_kb_per_request"]
             figures["foreign_cores"] = full["foreign_cores"]
             figures["steal_cores"] = full["steal_cores"]
             figures["bodies_wrapped"] = full["wraps"]
@@ -910,6 +924,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 figures["half_rate_steal_cores"] = result["steal_cores"]
                 figures["half_rate_steal_rounds"] = [r["steal_cores"] for r in halves]
                 figures["half_rate_per_s"] = result["achieved_per_s"]
+                figures["half_rate_write_kb_per_scan"] = result["write_kb_per_request"]
                 figures["p50_half_rate_ms"] = result["p50_ms"]
                 figures["p99_half_rate_ms"] = result["p99_ms"]
                 figures["p999_half_rate_ms"] = result["p999_ms"]

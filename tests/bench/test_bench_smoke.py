@@ -104,6 +104,8 @@ def test_ab_alternates_two_node_configurations(tmp_path: Path) -> None:
     assert all(0.0 <= r["steal_cores"] <= os.cpu_count() for r in (a, b))
     # The generator's own lateness is reported, so a late load side can be told apart.
     assert all(r["sendlag_p99_ms"] >= 0.0 for r in (a, b))
+    # Every answered scan was committed to disk first: the node wrote for them.
+    assert a["write_kb_per_request"] > 0 and b["write_kb_per_request"] > 0
     # B's node got its argument: at least 50 ms between two commits' starts.
     assert b["commits_per_s"] <= 21
     assert a["commits_per_s"] > b["commits_per_s"]
