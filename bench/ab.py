@@ -91,7 +91,8 @@ def one_run(
         node.stop()
     result["commits_per_s"] = round(commits["count"] / took, 1)
     keep = (*FIGURES, "achieved_per_s", "errors", "foreign_cores", "steal_cores",
-            "sendlag_p99_ms", "write_kb_per_request", "page_cache_warm")
+            "sendlag_p99_ms", "disk_write_kb_per_request", "disk_writes_per_request",
+            "page_cache_warm")
     return {k: result[k] for k in keep}
 
 
@@ -157,7 +158,7 @@ def main(args: argparse.Namespace) -> int:
                 run = one_run(pristine, tmp, extra, gates, lines, args, f"{side}{pair}")
                 runs[side].append(run)
                 shown = (*FIGURES, "foreign_cores", "steal_cores", "sendlag_p99_ms",
-                         "write_kb_per_request")
+                         "disk_write_kb_per_request", "disk_writes_per_request")
                 note(f"ab: pair {pair} {side.upper()} {getattr(args, side)!r}: "
                      + ", ".join(f"{k} {run[k]}" for k in shown))
                 if (run["foreign_cores"] > 0.1 or run["steal_cores"] > STEAL_WARN_CORES

@@ -60,11 +60,11 @@ from bench.report import (
     ForeignCpu,
     cpu_count,
     cpu_seconds,
+    disk_writes,
     emit,
     note,
     pin,
     wait_quiet,
-    write_bytes,
 )
 from sync.codes import ENVELOPE_V1, PAYLOAD_V1, Claims, Kind, sign
 
@@ -503,9 +503,11 @@ def run_wrk(
     pid: int,
     nonce: str,
     perf: Path | None = None,
+    disk: Path | None = None,
 ) -> dict[str, Any]:
     """One wrk run; adds the server's CPU share (``server_cpu``) and requests/s. With
-    *perf*, ``perf record -g`` samples the server meanwhile into that file."""
+    *perf*, ``perf record -g`` samples the server meanwhile into that file; with *disk*
+    (a path on the server's disk), what that disk was sent per request."""
     argv = [
         "wrk",
         f"-t{threads}",
@@ -524,7 +526,7 @@ def run_wrk(
     affinity = os.sched_getaffinity(pid)
     server_core = next(iter(affinity)) if len(affinity) == 1 else -1
     os.sync()  # no writeback of earlier files (bodies, logs) during the phase
-    written0 = write_bytes(pid)
+    written0 = disk_writes(disk) if disk is not None else None
     foreign = ForeignCpu()
     t0 = time.perf_counter()
     # The server's CPU is read over the middle of wrk's run (from 0.5 s after its start
@@ -549,8 +551,7 @@ def run_wrk(
     result: dict[str, Any] = json.loads(found.group(1))
     duration = result["duration_us"] / 1e6
     result["per_s"] = round(result["requests"] / duration, 1) if duration else 0.0
-    result["write_kb_per_request"] = _per_request_kb(write_bytes(pid) - written0,
-                                                     result["requests"])
+    result.update(_disk_per_request(disk, written0, result["requests"]))
     result["server_cpu"] = round((cpu1 - cpu0) / window, 3) if window > 0 else 0.0
     result["wall_s"] = round(wall, 3)
     result["foreign_cores"] = others
@@ -612,7 +613,7 @@ def open_loop(
     """One fixed-rate run against *url*; adds the server's CPU share (``server_cpu``)
     and the CPU other processes used meanwhile (``foreign_cores``)."""
     os.sync()  # no writeback of earlier files during the phase
-    written0 = write_bytes(pid)
+    written0 = disk_writes(args.work)
     meter = ForeignCpu()
     cpu0 = cpu_seconds(pid)
     t0 = time.perf_counter()
@@ -633,14 +634,24 @@ def open_loop(
     result["foreign_cores"] = meter.cores()
     result["steal_cores"] = meter.stolen()
     answered = sum(result["reasons"].values())
-    result["write_kb_per_request"] = _per_request_kb(write_bytes(pid) - written0, answered)
+    result.update(_disk_per_request(args.work, written0, answered))
     return result
 
 
-def _per_request_kb(written: int, requests: int) -> float | None:
-    """Storage writes per request: for the node, what its fsynced commits write (LMDB
-    copies every page a transaction touches, so random keys cost whole pages)."""
-    return round(written / requests / 1024, 2) if requests else None
+def _disk_per_request(
+    disk: Path | None, before: tuple[int, int] | None, requests: int
+) -> dict[str, float | None]:
+    """What the disk holding the node's data was sent per request during a phase: KB
+    and write requests (each one a virtio request and an interrupt here). LMDB copies
+    every page a transaction touches, so the random keys of the state and answers dbs
+    cost whole pages per scan. None for a device without block stats (tmpfs)."""
+    after = disk_writes(disk) if disk is not None else (0, 0)
+    if before is None or not requests or after == (0, 0):
+        return {"disk_write_kb_per_request": None, "disk_writes_per_request": None}
+    return {
+        "disk_write_kb_per_request": round((after[0] - before[0]) / requests / 1024, 2),
+        "disk_writes_per_request": round((after[1] - before[1]) / requests, 2),
+    }
 
 
 def metrics_text(base: str, token: str) -> str:
@@ -820,7 +831,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             before = metric_reasons(node_url, token)
             perf = profile_file(args, run_dir, f"node-{rnd}")
             full = run_wrk(
-                node_url, full_bodies, token, args.seconds, *wrk, pid, f"{nonce}n{rnd}", perf
+                node_url, full_bodies, token, args.seconds, *wrk, pid, f"{nonce}n{rnd}", perf,
+                disk=work,
             )
             full["metrics_reasons"] = dict((metric_reasons(node_url, token) - before).most_common())
             if not full["wraps"]:
@@ -861,7 +873,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             figures["errors_by_kind"] = full["errors"]
             figures["server_cpu"] = full["server_cpu"]
             figures["server_core_busy"] = full["server_core_busy"]
-            figures["write_kb_per_scan"] = full["write_kb_per_request"]
+            figures["disk_write_kb_per_scan"] = full["disk_write_kb_per_request"]
+            figures["disk_writes_per_scan"] = full["disk_writes_per_request"]
             figures["foreign_cores"] = full["foreign_cores"]
             figures["steal_cores"] = full["steal_cores"]
             figures["bodies_wrapped"] = full["wraps"]
@@ -924,7 +937,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 figures["half_rate_steal_cores"] = result["steal_cores"]
                 figures["half_rate_steal_rounds"] = [r["steal_cores"] for r in halves]
                 figures["half_rate_per_s"] = result["achieved_per_s"]
-                figures["half_rate_write_kb_per_scan"] = result["write_kb_per_request"]
+                figures["half_rate_disk_write_kb_per_scan"] = result["disk_write_kb_per_request"]
+                figures["half_rate_disk_writes_per_scan"] = result["disk_writes_per_request"]
                 figures["p50_half_rate_ms"] = result["p50_ms"]
                 figures["p99_half_rate_ms"] = result["p99_ms"]
                 figures["p999_half_rate_ms"] = result["p999_ms"]
