@@ -19,6 +19,7 @@ requests a second a library client would measure itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import random
 import re
@@ -39,6 +40,7 @@ _REASON = re.compile(rb'"reason":"([a-z_]+)"')
 class Tally:
     latencies: list[float] = field(default_factory=list)
     service: list[float] = field(default_factory=list)
+    sendlag: list[float] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
     status_errors: int = 0
     socket_errors: int = 0
@@ -171,44 +173,58 @@ async def run_fixed_rate(
     else:
         offsets = [k / rate for k in range(total)]
     finished = asyncio.Event()
+    stop = threading.Event()
+    issued_total = [0]
     # Before the schedule's start: a full collection walks the caller's pools (a
     # million codes: ~0.1 s), and every send due meanwhile would leave that late.
     switch = sys.getswitchinterval()
-    sys.setswitchinterval(0.0002)  # the ticker must not wait 5 ms for the loop's GIL
-    gc.collect()
-    gc.freeze()  # the caller's big pools are never walked during the phase
     gc_was_on = gc.isenabled()
-    gc.disable()
-    t0 = time.perf_counter() + 0.01
-
-    def submit_range(first: int, stop: int) -> None:
-        for k in range(first, stop):
-            gen.submit(t0 + offsets[k], k)
-
-    def ticker() -> None:
-        issued = 0
-        while issued < total:
-            now = time.perf_counter()
-            if now > t0 + seconds + 5.0:
-                break
-            due = issued
-            while due < total and t0 + offsets[due] <= now:
-                due += 1
-            if due > issued:
-                loop.call_soon_threadsafe(submit_range, issued, due)
-                issued = due
-            if issued < total:
-                delay = t0 + offsets[issued] - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-        loop.call_soon_threadsafe(finished.set)
-
-    thread = threading.Thread(target=ticker, name="rate-ticker", daemon=True)
-    thread.start()
+    thread: threading.Thread | None = None
     try:
-        await finished.wait()
+        sys.setswitchinterval(0.0002)  # the ticker must not wait 5 ms for the loop's GIL
+        gc.collect()
+        gc.freeze()  # the caller's big pools are never walked during the phase
+        gc.disable()
+        t0 = time.perf_counter() + 0.01
+
+        def submit_range(first: int, stop_at: int) -> None:
+            # Lateness of the generator itself (ticker + loop wake-up), apart from any
+            # wait for a free connection (that one is the server's doing).
+            now = time.perf_counter()
+            for k in range(first, stop_at):
+                scheduled = t0 + offsets[k]
+                gen.tally.sendlag.append(now - scheduled)
+                gen.submit(scheduled, k)
+
+        def ticker() -> None:
+            issued = 0
+            try:
+                while issued < total and not stop.is_set():
+                    now = time.perf_counter()
+                    if now > t0 + offsets[-1] + 5.0:
+                        break
+                    due = issued
+                    while due < total and t0 + offsets[due] <= now:
+                        due += 1
+                    if due > issued:
+                        loop.call_soon_threadsafe(submit_range, issued, due)
+                        issued = due
+                    if issued < total:
+                        delay = t0 + offsets[issued] - time.perf_counter()
+                        if delay > 0:
+                            time.sleep(min(delay, 0.05))  # stop is looked at every 50 ms
+            finally:
+                issued_total[0] = issued
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    loop.call_soon_threadsafe(finished.set)
+
+        thread = threading.Thread(target=ticker, name="rate-ticker", daemon=True)
+        thread.start()
+        await asyncio.wait_for(finished.wait(), offsets[-1] + 15.0)
     finally:
-        thread.join()
+        stop.set()
+        if thread is not None:
+            thread.join(5.0)
         sys.setswitchinterval(switch)
         if gc_was_on:
             gc.enable()
@@ -217,19 +233,22 @@ async def run_fixed_rate(
     while (gen.backlog or gen.in_flight()) and time.perf_counter() < drain:
         await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - t0
-    unanswered = len(gen.backlog) + gen.in_flight()
+    unanswered = len(gen.backlog) + gen.in_flight() + (total - issued_total[0])
     for conn in gen.conns:
         if conn.transport is not None:
             conn.transport.close()
     await asyncio.sleep(0)
     tally = gen.tally
-    lag = sorted(a - b for a, b in zip(tally.latencies, tally.service))
+    lag = sorted(tally.sendlag)
+    # Time a due request waited for a free connection (all busy: the server's stall).
+    pool_wait = sorted(a - b for a, b in zip(tally.latencies, tally.service))
     lat = sorted(tally.latencies)
     svc = sorted(tally.service)
     return {
         "offered_per_s": round(rate, 1),
         "achieved_per_s": round(len(lat) / elapsed, 1) if elapsed > 0 else 0.0,
         "requests": len(lat),
+        "elapsed_s": round(elapsed, 3),
         "p50_ms": round(percentile(lat, 50) * 1000, 3),
         "p90_ms": round(percentile(lat, 90) * 1000, 3),
         "p99_ms": round(percentile(lat, 99) * 1000, 3),
@@ -240,6 +259,8 @@ async def run_fixed_rate(
         "sendlag_p50_ms": round(percentile(lag, 50) * 1000, 3),
         "sendlag_p99_ms": round(percentile(lag, 99) * 1000, 3),
         "sendlag_max_ms": round((lag[-1] if lag else 0.0) * 1000, 3),
+        "queued_p99_ms": round(percentile(pool_wait, 99) * 1000, 3),
+        "not_sent": total - issued_total[0],
         "errors": tally.status_errors + tally.socket_errors + unanswered,
         "socket_errors": tally.socket_errors,
         "unanswered": unanswered,

@@ -524,7 +524,8 @@ def run_wrk(
         token,
     ]
     affinity = os.sched_getaffinity(pid)
-    server_core = next(iter(affinity)) if len(affinity) == 1 else -1
+    # One CPU: the server's "core" is also wrk's and ours; its busy share says nothing.
+    server_core = next(iter(affinity)) if len(affinity) == 1 and cpu_count() >= 2 else -1
     os.sync()  # no writeback of earlier files (bodies, logs) during the phase
     written0 = disk_writes(disk) if disk is not None else None
     foreign = ForeignCpu()
@@ -533,13 +534,18 @@ def run_wrk(
     # to 0.5 s before its end): numerator and denominator over the same window, without
     # wrk's start (reading its bodies) and end.
     margin = 0.5 if seconds >= 2 else 0.0
-    with perf_record(pid, perf):
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(margin)
-        cpu0, core0, m0 = cpu_seconds(pid), cpu_times(server_core), time.perf_counter()
-        time.sleep(max(0.5, max(1, round(seconds)) - 2 * margin))
-        cpu1, core1, m1 = cpu_seconds(pid), cpu_times(server_core), time.perf_counter()
-        out, err = proc.communicate(timeout=seconds + 60)
+    with perf_record(pid, perf), subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            time.sleep(margin)
+            cpu0, core0, m0 = cpu_seconds(pid), cpu_times(server_core), time.perf_counter()
+            time.sleep(max(0.5, max(1, round(seconds)) - 2 * margin))
+            cpu1, core1, m1 = cpu_seconds(pid), cpu_times(server_core), time.perf_counter()
+            out, err = proc.communicate(timeout=seconds + 60)
+        except BaseException:
+            proc.kill()  # subprocess.run did this on a timeout; Popen.communicate does not
+            raise
         done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
     wall = time.perf_counter() - t0
     window = m1 - m0
@@ -577,7 +583,7 @@ def perf_record(pid: int, out: Path | None) -> Iterator[None]:
         yield
         return
     if out.suffix == ".pyspy":
-        argv = ["py-spy", "record", "--nonblocking", "--format", "raw", "--rate", "200",
+        argv = [py_spy_path(), "record", "--nonblocking", "--format", "raw", "--rate", "200",
                 "--pid", str(pid), "--output", str(out)]
     else:
         argv = ["perf", "record", "-g", "-q", "-p", str(pid), "-o", str(out)]
@@ -588,6 +594,18 @@ def perf_record(pid: int, out: Path | None) -> Iterator[None]:
         recorder.send_signal(signal.SIGINT)
         recorder.wait(30)
 
+
+def py_spy_path() -> str:
+    """py-spy on PATH, else next to this interpreter (``.venv/bin/python -m bench``
+    without an activated venv); FileNotFoundError when neither has it."""
+    found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise FileNotFoundError("py-spy is not installed (pip install -e '.[bench]')")
+    return found
+
+
+SENDLAG_WARN_MS = 2.0
+"""A fixed-rate phase whose generator was later than this (p99) measured the load side."""
 
 STEAL_WARN_CORES = 0.05
 """Steal above this share of a core in a phase is reported as a warning."""
@@ -630,6 +648,9 @@ def open_loop(
             poisson=args.arrivals == "poisson",
         )
     took = time.perf_counter() - t0
+    # Over the schedule and the drain (``elapsed_s``): not the connection set-up and
+    # the generator's gc.collect before it, while the server idled.
+    took = min(took, result.get("elapsed_s") or took)
     result["server_cpu"] = round((cpu_seconds(pid) - cpu0) / took, 3) if took else 0.0
     result["foreign_cores"] = meter.cores()
     result["steal_cores"] = meter.stolen()
@@ -969,6 +990,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             figures.setdefault("warnings", []).append(
                 f"{label}={figures[label]}: other processes shared the machine"
             )
+    late = [lag for pair in figures.get("half_rate_sendlag_p99_ms", []) for lag in pair
+            if lag is not None and lag > SENDLAG_WARN_MS]
+    if late:
+        figures.setdefault("warnings", []).append(
+            f"half_rate_sendlag_p99_ms={figures['half_rate_sendlag_p99_ms']}: the load "
+            "generator sent late; half-rate latencies include its lateness"
+        )
     for label in ("baseline_steal_rounds", "steal_rounds", "half_rate_steal_rounds"):
         if max(figures.get(label) or [0.0]) > STEAL_WARN_CORES:
             figures.setdefault("warnings", []).append(
@@ -1063,6 +1091,13 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
+    if args.perf and shutil.which("perf") is None:
+        raise SystemExit("perf is not installed")
+    if args.py_spy:
+        try:
+            py_spy_path()
+        except FileNotFoundError as exc:
+            raise SystemExit(str(exc)) from None
     # SIGTERM unwinds like Ctrl-C, so the servers started here are stopped too.
     signal.signal(signal.SIGTERM, _interrupt)
     figures = run(args)
