@@ -23,12 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from bench.report import ForeignCpu, emit, note, pin
+from bench.report import ForeignCpu, disk_writes, emit, note, pin
 from bench.scan import copy_index, dataset_for, load_pools, scan_lines
 
 WARMUP_SCANS = 1000
@@ -70,12 +71,14 @@ async def measure(
         gc.freeze()
         commits = committer.commits
         foreign = ForeignCpu()
+        written0 = disk_writes(data)
         cpu0, loop0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
         await run(WARMUP_SCANS, len(reqs))
         cpu = time.process_time() - cpu0
         loop_cpu = time.thread_time() - loop0
         wall = time.perf_counter() - wall0
         n = len(reqs) - WARMUP_SCANS
+        written = [a - b for a, b in zip(disk_writes(data), written0, strict=True)]
         commits = committer.commits - commits
         return {
             "concurrency": conc,
@@ -86,16 +89,31 @@ async def measure(
             "scans_per_commit": round(n / commits, 1) if commits else None,
             "foreign_cores": foreign.cores(),
             "steal_cores": foreign.stolen(),
+            # What the commits sent to the disk (None on tmpfs): LMDB rewrites every
+            # page a transaction touches, so random keys cost whole pages.
+            "disk_write_kb": round(written[0] / n / 1024, 2) if any(written) else None,
+            "disk_writes": round(written[1] / n, 2) if any(written) else None,
         }
     finally:
         await committer.stop()
         index.close()
 
 
+def scan_id(kind: str, conc: int, i: int, rng: random.Random) -> bytes:
+    """A device's scan_id: ``ordered`` (device and counter, or time-ordered ids such as
+    UUIDv7 or ULID: the node's ``answers`` db gets neighbouring keys) or ``uuid``
+    (random UUIDv4: every scan lands on its own leaf page of that db)."""
+    if kind == "uuid":
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4)).encode()
+    return b"svc-%d-%08d" % (conc, i)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tickets", type=int, default=1_000_000)
     parser.add_argument("--scans", type=int, default=20_000, help="per concurrency level")
     parser.add_argument("--concurrency", default="1,8,64", help="comma-separated levels")
+    parser.add_argument("--scan-ids", choices=("ordered", "uuid"), default="ordered",
+                        help="the scan_ids devices send (see scan_id)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--work", type=Path, default=Path("bench-data"), help="datasets and run files"
@@ -130,7 +148,7 @@ def main(args: argparse.Namespace) -> int:
             copy_index(pristine, data)
             count = WARMUP_SCANS + args.scans
             bodies = [
-                b'{"scan_id":"svc-%d-%d",' % (conc, i) + line
+                b'{"scan_id":"%s",' % scan_id(args.scan_ids, conc, i, rng) + line
                 for i, line in enumerate(scan_lines(pools, count, rng)[:count])
             ]
             note(f"service: {len(bodies)} scans at concurrency {conc}")
@@ -139,9 +157,10 @@ def main(args: argparse.Namespace) -> int:
     for r in results:
         note(
             f"service: concurrency {r['concurrency']}: {r['cpu_us']} us CPU per scan "
-            f"({r['loop_us']} on the loop), {r['scans_per_commit']} scans per commit"
+            f"({r['loop_us']} on the loop), {r['scans_per_commit']} scans per commit, "
+            f"disk {r['disk_write_kb']} KB in {r['disk_writes']} writes per scan"
         )
-    emit({"tickets": args.tickets, "levels": results})
+    emit({"tickets": args.tickets, "scan_ids": args.scan_ids, "levels": results})
     return 0
 
 

@@ -156,3 +156,16 @@ def test_servers_get_their_own_cpu_after_the_benchmark_pinned_itself(tmp_path: P
     parent += "]"
     assert parent == f"[{allowed[1]}]"
     assert child == f"[{allowed[0]}]"
+
+
+def test_service_measures_the_scan_path_with_random_scan_ids(tmp_path: Path) -> None:
+    figures = run_bench(
+        "service", "--tickets", "2000", "--scans", "300", "--concurrency", "8",
+        "--scan-ids", "uuid", "--work", str(tmp_path),
+    )
+    assert figures["scan_ids"] == "uuid"
+    (level,) = figures["levels"]
+    assert level["concurrency"] == 8 and level["scans"] == 300
+    assert level["cpu_us"] > 0 and level["scans_per_commit"] >= 1
+    if disk_writes(tmp_path) != (0, 0):  # a block device: every commit was written there
+        assert level["disk_write_kb"] > 0 and level["disk_writes"] > 0
