@@ -21,6 +21,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
+from yarl import URL
 
 from edge.follower import Follower
 from edge.index import Warmer, rss_bytes
@@ -85,7 +86,7 @@ STARTED: Final = web.AppKey("started", float)
 FOLLOWER: Final = web.AppKey("follower", Follower)
 WARMER: Final = web.AppKey("warmer", Warmer)
 PRUNER: Final = web.AppKey("pruner", Pruner)
-CATCH_ALL: Final = web.AppKey("catch_all", object)
+CATCH_ALL: Final = web.AppKey("catch_all", tuple[web.AbstractResource, ...])
 
 _scan_decoder: Final = msgspec.json.Decoder(ScanBody)
 _batch_decoder: Final = msgspec.json.Decoder(BatchBody)
@@ -444,11 +445,37 @@ async def get_metrics(request: web.Request) -> web.Response:
                         headers={"X-Content-Type": "version=0.0.4"})
 
 
+class AnyTarget(web.Resource):
+    """Matches every request target, also one that is no path at all (``CONNECT
+    host:port``, ``OPTIONS *``), which the ``/{tail:.*}`` route cannot match and
+    aiohttp would answer with a plain-text 404. Indexed under "/" after that route, it
+    is reached only when nothing else matched: nothing on the routes' way."""
+
+    @property
+    def canonical(self) -> str:
+        return "/"
+
+    def _match(self, path: str) -> dict[str, str] | None:
+        return {"tail": path}
+
+    def raw_match(self, path: str) -> bool:
+        return False
+
+    def get_info(self) -> Any:  # aiohttp's own type for it is private
+        return {}
+
+    def add_prefix(self, prefix: str) -> None:
+        raise NotImplementedError("not for sub-applications")
+
+    def url_for(self, *args: str, **kwargs: str) -> URL:
+        raise NotImplementedError("matches anything: no URL to build")
+
+
 async def no_route(request: web.Request) -> web.Response:
     """Every path and method no route takes: 405 on a known path, else 404."""
     allowed: set[str] = set()
     for resource in request.app.router.resources():
-        if resource is request.app[CATCH_ALL]:
+        if resource in request.app[CATCH_ALL]:
             continue
         match, methods = await resource.resolve(request)
         if match is None:
@@ -458,7 +485,8 @@ async def no_route(request: web.Request) -> web.Response:
                                   f"{request.method} not allowed on {request.path}")
         response.headers["Allow"] = ", ".join(sorted(allowed))
         return response
-    return error_response(404, "not_found", f"no such path {request.path}")
+    target = request.path if request.path.startswith("/") else request.raw_path
+    return error_response(404, "not_found", f"no such path {target}")
 
 
 def add_routes(app: web.Application) -> None:
@@ -472,5 +500,10 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/search", guarded(get_search))
     r.add_get("/api/v1/status", guarded(get_status))
     r.add_get("/metrics", guarded(get_metrics, auth=False))
-    catch_all = r.add_route("*", "/{tail:.*}", guarded(no_route, auth=False))
-    app[CATCH_ALL] = catch_all.resource
+    unrouted = guarded(no_route, auth=False)
+    catch_all = r.add_route("*", "/{tail:.*}", unrouted)
+    any_target = AnyTarget()
+    any_target.add_route("*", unrouted)
+    r.register_resource(any_target)
+    assert catch_all.resource is not None
+    app[CATCH_ALL] = (catch_all.resource, any_target)

@@ -773,6 +773,18 @@ async def test_method_mismatch_is_405_json_with_allow(node: EdgeNode, method: st
         assert resp.headers.get("Allow") == allow
 
 
+async def test_a_request_target_that_is_no_path_gets_a_json_404(node: EdgeNode) -> None:
+    """``OPTIONS *`` (asterisk-form) matches no ``/...`` route. Was: aiohttp's own
+    plain-text 404. (``CONNECT host:port`` still gets that one: aiohttp gives it an
+    empty path, which its dispatcher never offers to any route.)"""
+    data = await raw_http(node, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n" + AUTH
+                          + b"Connection: close\r\n\r\n")
+    status, headers, body = split_response(data)
+    payload = assert_error(status, headers.get("content-type", ""), body, 404)
+    assert payload["error"] == "not_found" and "*" in payload["message"]
+    assert await logged(node) == 0
+
+
 async def test_head_requests(node: EdgeNode) -> None:
     async with node.session.head(node.url + "/api/v1/status", headers=node.headers()) as resp:
         assert resp.status == 200
