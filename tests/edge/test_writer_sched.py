@@ -82,3 +82,39 @@ def test_a_writer_started_under_another_policy_keeps_it(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.strip()) == os.SCHED_IDLE
+
+
+def thread_policies(pid: int) -> list[int]:
+    """The scheduling policy of every thread of *pid* (field 41 of its tasks' stat)."""
+    policies = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        policies.append(int(stat[stat.rfind(")") + 2:].split()[38]))
+    return policies
+
+
+@pytest.mark.parametrize(("option", "batch_threads"), [([], 1), (["--writer-sched", "normal"], 0)])
+async def test_serve_maps_the_writer_sched_option(
+    tmp_path: Path, option: list[str], batch_threads: int
+) -> None:
+    """``edge serve`` as an operator runs it: by default one thread (the writer) under
+    SCHED_BATCH; ``--writer-sched normal`` none."""
+    import aiohttp
+
+    from tests.conftest import free_port
+    from tests.e2e.procs import ADMIN, Proc
+
+    port = free_port()
+    node = Proc("edge", [sys.executable, "-m", "edge", "serve", "--data", str(tmp_path / "n"),
+                         "--port", str(port), "--admin-token", ADMIN, "--no-warm",
+                         "--log-level", "WARNING", *option], port, tmp_path / "edge.log")
+    node.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await node.wait_ready(session)
+        assert node.proc is not None
+        policies = thread_policies(node.proc.pid)
+        assert policies.count(os.SCHED_BATCH) == batch_threads, policies
+        assert policies.count(os.SCHED_OTHER) == len(policies) - batch_threads
+    finally:
+        node.stop()
