@@ -68,6 +68,8 @@ UPLOAD_COALESCE_S: Final = 0.01
 """After a wake-up, wait this long so scans committed together go up together."""
 IDLE_UPLOAD_CHECK_S: Final = 1.0
 REFUSED_RETRY_S: Final = 5.0
+QUARANTINE_PREFIX: Final = b"quarantine:"
+"""Meta key prefix (+ the seq): a scan log entry that could not be read, as it was."""
 """Wait after a 4xx on the feed or upload (bad token, unknown venue): a config error."""
 ITEM_REFUSED: Final = frozenset({400, 413, 422})
 """A quick cancel the core refuses as a bad request: final for that item, passed over
@@ -110,6 +112,8 @@ class Follower:
         self.caught_up_at: float | None = None
         self.applied_changes = 0
         self.uploaded = 0
+        self.quarantined = 0
+        """Unreadable log entries set aside since start (``_quarantine``)."""
         self.refused: dict[str, int] = {}
         self._wake_upload = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -163,6 +167,7 @@ class Follower:
             "scans": self.up.as_dict(),
             "applied_changes": self.applied_changes,
             "uploaded": self.uploaded,
+            "quarantined": self.quarantined,
             "refused_by_core": dict(self.refused),
         }
 
@@ -309,6 +314,10 @@ class Follower:
             except CommitFailed as exc:  # the disk: nothing applied; try the batch again
                 self.down.failed(time.time(), f"commit failed: {exc}")
                 await asyncio.sleep(backoff.next_delay())
+            except Exception as exc:  # a bug must not end following silently
+                log.exception("following the change feed failed")
+                self.down.failed(time.time(), f"internal error: {exc!r}")
+                await asyncio.sleep(backoff.next_delay())
             else:
                 backoff.reset()
                 now = time.time()
@@ -412,17 +421,49 @@ class Follower:
 
     # -- uploading -------------------------------------------------------------------
 
-    def read_outbox(self, after: int, limit: int) -> list[tuple[int, LogEntry]]:
+    def read_outbox(
+        self, after: int, limit: int, unreadable: list[tuple[int, bytes]] | None = None
+    ) -> list[tuple[int, LogEntry]]:
+        """Up to *limit* log entries after seq *after*. An entry that does not decode
+        into something the core takes (a damaged page, a format this version does not
+        know) is left out, with its raw bytes put in *unreadable*: one such entry must
+        not hold up every scan logged after it."""
         out: list[tuple[int, LogEntry]] = []
         with self.index.env.begin(db=self.index.scanlog) as txn:
             cursor = txn.cursor()
             if not cursor.set_range(u64(after + 1)):
                 return out
             for key, value in cursor:
-                out.append((U64.unpack(key)[0], log_decoder.decode(value)))
+                (seq,) = U64.unpack(key)
+                try:
+                    entry = log_decoder.decode(value)
+                    if entry.kind != "quick_cancel":
+                        _item(entry)  # its reason and mode are ones the core knows
+                except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+                    if unreadable is not None:
+                        unreadable.append((seq, bytes(value)))
+                    continue
+                out.append((seq, entry))
                 if len(out) >= limit:
                     break
         return out
+
+    async def _quarantine(self, unreadable: list[tuple[int, bytes]]) -> None:
+        """Keep unreadable log entries as they are, under ``quarantine:<seq>`` in meta
+        (for whoever looks into it), and move the upload cursor past them when nothing
+        readable follows them in this read."""
+        for seq, _raw in unreadable:
+            log.error("scan log entry %d is unreadable: kept in quarantine, not uploaded",
+                      seq)
+        index = self.index
+        rows = [(QUARANTINE_PREFIX + u64(seq), raw) for seq, raw in unreadable]
+
+        def op(txn: Any, _committer: GroupCommitter) -> None:
+            for key, raw in rows:
+                txn.put(key, raw, db=index.meta)
+
+        await self.committer.submit(op)
+        self.quarantined += len(rows)
 
     async def _set_upload_cursor(self, seq: int) -> None:
         raw = encoder.encode(seq)
@@ -435,13 +476,19 @@ class Follower:
     async def _upload(self) -> None:
         backoff = Backoff()
         while True:
-            entries = self.read_outbox(self.upload_cursor(), UPLOAD_BATCH)
-            if not entries:
-                self._wake_upload.clear()
-                await sleep_or(self._wake_upload, IDLE_UPLOAD_CHECK_S)
-                await asyncio.sleep(UPLOAD_COALESCE_S)
-                continue
+            unreadable: list[tuple[int, bytes]] = []
             try:
+                entries = self.read_outbox(self.upload_cursor(), UPLOAD_BATCH, unreadable)
+                if unreadable:
+                    await self._quarantine(unreadable)
+                    if not entries:
+                        await self._set_upload_cursor(unreadable[-1][0])
+                        continue
+                if not entries:
+                    self._wake_upload.clear()
+                    await sleep_or(self._wake_upload, IDLE_UPLOAD_CHECK_S)
+                    await asyncio.sleep(UPLOAD_COALESCE_S)
+                    continue
                 last = await self._send(entries)
             except CoreRefused as exc:
                 self.up.failed(time.time(), str(exc))
@@ -450,6 +497,15 @@ class Follower:
                 continue
             except RETRYABLE as exc:
                 self.up.failed(time.time(), str(exc))
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            except CommitFailed as exc:  # quarantining: the disk; read the entries again
+                self.up.failed(time.time(), f"commit failed: {exc}")
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            except Exception as exc:  # a bug must not end uploading silently
+                log.exception("scan upload failed")
+                self.up.failed(time.time(), f"internal error: {exc!r}")
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.reset()

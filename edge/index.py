@@ -14,6 +14,7 @@ answers    scan_id (utf-8)          msgpack ``edge.scanlog.StoredAnswer``
 meta       ascii key                msgpack (catalog, gates, cursor, node id, ...)
            qc_before:<seq u64>      a quick-cancelled record before the cancel
            replay                   admissions still to load after a snapshot import
+           quarantine:<seq u64>     an unreadable scan log entry, as it was
 =========  =======================  ===========================================
 
 Reads happen on the event loop thread in short read transactions that never span an

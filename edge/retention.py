@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
+
 from edge.index import U64
 from edge.scan import QUICK_CANCEL_PREFIX, ScanService
 from edge.scanlog import CommitFailed, GroupCommitter, log_decoder
@@ -155,7 +157,8 @@ class Pruner:
             if not cursor.last():
                 return out
             (newest,) = U64.unpack(cursor.key())
-            horizon = min(now, log_decoder.decode(cursor.value()).logged_at) - self.keep_s
+            newest_at = _logged_at(cursor.value())
+            horizon = min(now, now if newest_at is None else newest_at) - self.keep_s
             limit = min(acknowledged, newest - 1)
             if not cursor.first():
                 return out
@@ -163,7 +166,13 @@ class Pruner:
                 (seq,) = U64.unpack(key)
                 if seq > limit or len(out) >= self.chunk:
                     break
-                entry = log_decoder.decode(value)
+                try:
+                    entry = log_decoder.decode(value)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    # Unreadable, and acknowledged: the uploader kept a copy in
+                    # quarantine before moving past it. Its answer key is unknown.
+                    out.append((key, b""))
+                    continue
                 if entry.logged_at >= horizon:
                     break  # the log is in logging order: the rest is newer
                 sid = entry.scan_id.encode()
@@ -177,6 +186,14 @@ class Pruner:
         def op(txn: Any, _committer: GroupCommitter) -> None:
             for log_key, answer_key in keys:
                 txn.delete(log_key, db=scanlog)
-                txn.delete(answer_key, db=answers)
+                if answer_key:
+                    txn.delete(answer_key, db=answers)
 
         return op
+
+
+def _logged_at(raw: bytes) -> float | None:
+    try:
+        return log_decoder.decode(raw).logged_at
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
