@@ -68,13 +68,18 @@ UPLOAD_COALESCE_S: Final = 0.01
 """After a wake-up, wait this long so scans committed together go up together."""
 IDLE_UPLOAD_CHECK_S: Final = 1.0
 REFUSED_RETRY_S: Final = 5.0
+"""Wait after a 4xx on the feed or upload (bad token, unknown venue): a config error."""
+UNEXPECTED_RETRY_S: Final = 5.0
+UNEXPECTED_RETRY_CAP_S: Final = 300.0
+"""First and longest wait after an error no branch expects (a bug, a snapshot this
+version cannot read): doubled at each repeat, so it never hammers the core."""
 QUARANTINE_PREFIX: Final = b"quarantine:"
 """Meta key prefix (+ the seq): a scan log entry that could not be read, as it was."""
-"""Wait after a 4xx on the feed or upload (bad token, unknown venue): a config error."""
 ITEM_REFUSED: Final = frozenset({400, 413, 422})
 """A quick cancel the core refuses as a bad request: final for that item, passed over
 (retrying it would hold every later scan in the outbox for good)."""
 _VALID_MODES: Final = frozenset(m.value for m in Mode)
+_VALID_REASONS: Final = frozenset(r.value for r in Reason)
 
 
 def _verifier(keyring: Callable[[], KeyRing]) -> Verifier:
@@ -112,8 +117,8 @@ class Follower:
         self.caught_up_at: float | None = None
         self.applied_changes = 0
         self.uploaded = 0
-        self.quarantined = 0
-        """Unreadable log entries set aside since start (``_quarantine``)."""
+        self.quarantined = self._stored_quarantine()
+        """Unreadable log entries kept in quarantine (``_quarantine``)."""
         self.refused: dict[str, int] = {}
         self._wake_upload = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -290,6 +295,7 @@ class Follower:
 
     async def _follow(self) -> None:
         backoff = Backoff()
+        unexpected = _Unexpected("following the change feed")
         data = self.index.path
         while True:
             try:
@@ -314,12 +320,12 @@ class Follower:
             except CommitFailed as exc:  # the disk: nothing applied; try the batch again
                 self.down.failed(time.time(), f"commit failed: {exc}")
                 await asyncio.sleep(backoff.next_delay())
-            except Exception as exc:  # a bug must not end following silently
-                log.exception("following the change feed failed")
+            except Exception as exc:  # a bug, a snapshot this version cannot read
                 self.down.failed(time.time(), f"internal error: {exc!r}")
-                await asyncio.sleep(backoff.next_delay())
+                await asyncio.sleep(unexpected.failed(exc))
             else:
                 backoff.reset()
+                unexpected.reset()
                 now = time.time()
                 self.down.ok(now)
                 self.head = max(self.head or 0, batch.head, batch.cursor)
@@ -424,46 +430,64 @@ class Follower:
     def read_outbox(
         self, after: int, limit: int, unreadable: list[tuple[int, bytes]] | None = None
     ) -> list[tuple[int, LogEntry]]:
-        """Up to *limit* log entries after seq *after*. An entry that does not decode
-        into something the core takes (a damaged page, a format this version does not
-        know) is left out, with its raw bytes put in *unreadable*: one such entry must
-        not hold up every scan logged after it."""
+        """Up to *limit* log entries after seq *after*, in order, up to the first one
+        that cannot be read into something the core takes (a damaged page, a format
+        this version does not know). When that is the very first, the run of such
+        entries from there (at most *limit*) goes into *unreadable* (seq, raw bytes)
+        instead, and nothing is returned: ``_quarantine`` sets it aside."""
         out: list[tuple[int, LogEntry]] = []
         with self.index.env.begin(db=self.index.scanlog) as txn:
             cursor = txn.cursor()
             if not cursor.set_range(u64(after + 1)):
                 return out
+            bad = 0
             for key, value in cursor:
                 (seq,) = U64.unpack(key)
-                try:
-                    entry = log_decoder.decode(value)
-                    if entry.kind != "quick_cancel":
-                        _item(entry)  # its reason and mode are ones the core knows
-                except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
-                    if unreadable is not None:
-                        unreadable.append((seq, bytes(value)))
+                entry = _readable(value)
+                if entry is None:
+                    if out or unreadable is None:
+                        break  # the readable ones first; this one next round
+                    unreadable.append((seq, bytes(value)))
+                    bad += 1
+                    if bad >= limit:
+                        break
                     continue
+                if bad:
+                    break  # the end of the unreadable run
                 out.append((seq, entry))
                 if len(out) >= limit:
                     break
         return out
 
     async def _quarantine(self, unreadable: list[tuple[int, bytes]]) -> None:
-        """Keep unreadable log entries as they are, under ``quarantine:<seq>`` in meta
-        (for whoever looks into it), and move the upload cursor past them when nothing
-        readable follows them in this read."""
-        for seq, _raw in unreadable:
-            log.error("scan log entry %d is unreadable: kept in quarantine, not uploaded",
-                      seq)
+        """Keep a run of unreadable log entries at the head of the outbox as they were,
+        under ``quarantine:<seq>`` in meta, and move the upload cursor past them, in one
+        commit: each is set aside once, and nothing readable is passed over."""
+        first, last = unreadable[0][0], unreadable[-1][0]
         index = self.index
         rows = [(QUARANTINE_PREFIX + u64(seq), raw) for seq, raw in unreadable]
+        cursor_raw = encoder.encode(last)
 
         def op(txn: Any, _committer: GroupCommitter) -> None:
             for key, raw in rows:
                 txn.put(key, raw, db=index.meta)
+            txn.put(b"upload_cursor", cursor_raw, db=index.meta)
 
         await self.committer.submit(op)
         self.quarantined += len(rows)
+        log.error("%d unreadable scan log entries (seq %d to %d) kept in quarantine, "
+                  "not uploaded", len(rows), first, last)
+
+    def _stored_quarantine(self) -> int:
+        count = 0
+        with self.index.env.begin(db=self.index.meta) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(QUARANTINE_PREFIX):
+                for key in cursor.iternext(values=False):
+                    if not key.startswith(QUARANTINE_PREFIX):
+                        break
+                    count += 1
+        return count
 
     async def _set_upload_cursor(self, seq: int) -> None:
         raw = encoder.encode(seq)
@@ -475,15 +499,14 @@ class Follower:
 
     async def _upload(self) -> None:
         backoff = Backoff()
+        unexpected = _Unexpected("scan upload")
         while True:
             unreadable: list[tuple[int, bytes]] = []
             try:
                 entries = self.read_outbox(self.upload_cursor(), UPLOAD_BATCH, unreadable)
                 if unreadable:
                     await self._quarantine(unreadable)
-                    if not entries:
-                        await self._set_upload_cursor(unreadable[-1][0])
-                        continue
+                    continue
                 if not entries:
                     self._wake_upload.clear()
                     await sleep_or(self._wake_upload, IDLE_UPLOAD_CHECK_S)
@@ -504,11 +527,11 @@ class Follower:
                 await asyncio.sleep(backoff.next_delay())
                 continue
             except Exception as exc:  # a bug must not end uploading silently
-                log.exception("scan upload failed")
                 self.up.failed(time.time(), f"internal error: {exc!r}")
-                await asyncio.sleep(backoff.next_delay())
+                await asyncio.sleep(unexpected.failed(exc))
                 continue
             backoff.reset()
+            unexpected.reset()
             self.up.ok(time.time())
             try:
                 await self._set_upload_cursor(last)
@@ -603,3 +626,46 @@ def _item(entry: LogEntry) -> ScanItem:
         Reason(entry.reason), entry.direction, entry.gate, Mode(entry.mode or Mode.SINGLE),
         entry.date, entry.scanned_at, entry.logged_at, entry.offline,
     )
+
+
+def _readable(raw: bytes) -> LogEntry | None:
+    """The log entry in *raw* if the core would take it, else None: it decodes, its
+    kind is one the core knows and so are its reason and mode. (Length limits of ids
+    and names were checked when the scan was logged; a convert through ``ScanItem``
+    would cost 2 us an entry, on the loop, at every upload.)"""
+    try:
+        entry = log_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if entry.kind == "scan":
+        if entry.reason not in _VALID_REASONS or (entry.mode or Mode.SINGLE) not in _VALID_MODES:
+            return None
+    elif entry.kind != "quick_cancel":
+        return None
+    return entry
+
+
+class _Unexpected:
+    """Pacing and logging of a sync loop's unexpected errors: the wait doubles from
+    ``UNEXPECTED_RETRY_S`` to ``UNEXPECTED_RETRY_CAP_S``; the traceback is logged when
+    the error changes, one line when it repeats."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.delay = UNEXPECTED_RETRY_S
+        self.last = ""
+
+    def failed(self, exc: Exception) -> float:
+        """Log *exc* (call from its ``except`` block); returns how long to wait."""
+        text = repr(exc)
+        if text != self.last:
+            log.exception("%s failed", self.what)
+        else:
+            log.warning("%s failed again: %s", self.what, text)
+        self.last = text
+        delay, self.delay = self.delay, min(self.delay * 2, UNEXPECTED_RETRY_CAP_S)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = UNEXPECTED_RETRY_S
+        self.last = ""

@@ -169,8 +169,10 @@ class Pruner:
                 try:
                     entry = log_decoder.decode(value)
                 except (msgspec.DecodeError, msgspec.ValidationError):
-                    # Unreadable, and acknowledged: the uploader kept a copy in
-                    # quarantine before moving past it. Its answer key is unknown.
+                    # Unreadable, and the upload cursor is past it: quarantined by the
+                    # uploader (or damaged after it went up). Its age and its answer's
+                    # key are unknown: it goes now, and that answer stays (a small
+                    # leak, for an entry that should never exist).
                     out.append((key, b""))
                     continue
                 if entry.logged_at >= horizon:
