@@ -10,6 +10,16 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from sync.client import CoreClient
+from sync.codes import ACK_DOMAIN, sign_feed
+from tests.venue import Venue
+
+
+def signed_ack(venue: Venue, body: bytes) -> web.Response:
+    """*body* (msgpack) as the core answers an upload or a quick cancel: signed with
+    the venue's key."""
+    signature = sign_feed(body, venue.key_id, venue.key, domain=ACK_DOMAIN)
+    return web.Response(body=body, headers={"X-Gatekeeper-Signature": signature},
+                        content_type="application/msgpack")
 
 
 @contextlib.asynccontextmanager

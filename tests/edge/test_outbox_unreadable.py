@@ -24,11 +24,10 @@ from edge.retention import Pruner
 from edge.scan import ScanService
 from edge.scanlog import GroupCommitter, LogEntry, log_encoder
 from sync.client import CoreClient
-from sync.codes import ACK_DOMAIN, sign_feed
 from sync.wire import Ack, ScanUpload, UploadResult
 from tests.e2e.procs import eventually
 from tests.edge.inprocess import scan_service
-from tests.scripted_core import client_of
+from tests.scripted_core import client_of, signed_ack
 from tests.venue import Venue
 
 
@@ -43,11 +42,8 @@ async def core(venue: Venue) -> AsyncIterator[tuple[CoreClient, list[str]]]:
             return web.Response(status=503, text="down")
         upload = msgspec.msgpack.decode(await request.read(), type=ScanUpload)
         received.extend(item.scan_id for item in upload.items)
-        body = msgspec.msgpack.encode(UploadResult([Ack(i.scan_id, "stored")
-                                                    for i in upload.items]))
-        signature = sign_feed(body, venue.key_id, venue.key, domain=ACK_DOMAIN)
-        return web.Response(body=body, headers={"X-Gatekeeper-Signature": signature},
-                            content_type="application/msgpack")
+        return signed_ack(venue, msgspec.msgpack.encode(
+            UploadResult([Ack(i.scan_id, "stored") for i in upload.items])))
 
     app = web.Application()
     app.router.add_post("/api/v1/venues/{venue}/scans", scans)

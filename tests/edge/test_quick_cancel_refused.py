@@ -26,11 +26,11 @@ from edge.model import ScanRequest
 from edge.scan import QUICK_CANCEL_BEFORE, ScanService
 from edge.scanlog import MAX_COMMIT_INTERVAL_S
 from sync.client import CoreClient
-from sync.codes import ACK_DOMAIN, code_digest, sign_feed
+from sync.codes import code_digest
 from sync.snapshot import Channel, Record, Status
 from sync.wire import ChangeBatch, QuickCancelAnswer, RecordChanged
 from tests.edge.inprocess import scan_service
-from tests.scripted_core import client_of
+from tests.scripted_core import client_of, signed_ack
 from tests.venue import Venue
 
 
@@ -47,9 +47,7 @@ async def core(venue: Venue) -> AsyncIterator[tuple[CoreClient, list[str]]]:
             return web.Response(status=int(step), text="refused")
         result, reason = step.split("/")
         body = msgspec.msgpack.encode(QuickCancelAnswer(scan_id, result, reason))  # type: ignore[arg-type]
-        signature = sign_feed(body, venue.key_id, venue.key, domain=ACK_DOMAIN)
-        return web.Response(body=body, headers={"X-Gatekeeper-Signature": signature},
-                            content_type="application/msgpack")
+        return signed_ack(venue, body)
 
     app = web.Application()
     app.router.add_post("/api/v1/venues/{venue}/quick-cancel", quick_cancel)
