@@ -1010,6 +1010,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if share is not None and share < 0.9:
             figures.setdefault("warnings", []).append(
                 f"{label} core {share:.2f} busy: the load generator may be the bottleneck"
+                + (", or every connection waited on the node's commits (its disk)"
+                   if label == "node" else "")
             )
     return figures
 
