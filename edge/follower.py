@@ -119,6 +119,7 @@ class Follower:
         self.uploaded = 0
         self.quarantined = self._stored_quarantine()
         """Unreadable log entries kept in quarantine (``_quarantine``)."""
+        self._quarantine_checked = False
         self.refused: dict[str, int] = {}
         self._wake_upload = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -478,6 +479,35 @@ class Follower:
         log.error("%d unreadable scan log entries (seq %d to %d) kept in quarantine, "
                   "not uploaded", len(rows), first, last)
 
+    async def _release_quarantine(self) -> None:
+        """Quarantined entries this version can read (they were written by a newer
+        one, since installed here) go up now, and leave quarantine; the others stay.
+        Run once per start, before the outbox."""
+        readable: list[tuple[int, LogEntry]] = []
+        with self.index.env.begin(db=self.index.meta) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(QUARANTINE_PREFIX):
+                for key, value in cursor:
+                    if not key.startswith(QUARANTINE_PREFIX):
+                        break
+                    entry = _readable(value)
+                    if entry is not None:
+                        readable.append((U64.unpack(key[len(QUARANTINE_PREFIX):])[0], entry))
+        index = self.index
+        for start in range(0, len(readable), UPLOAD_BATCH):
+            chunk = readable[start:start + UPLOAD_BATCH]
+            await self._send(chunk)
+            keys = [QUARANTINE_PREFIX + u64(seq) for seq, _entry in chunk]
+
+            def op(txn: Any, _committer: GroupCommitter, keys: list[bytes] = keys) -> None:
+                for key in keys:
+                    txn.delete(key, db=index.meta)
+
+            await self.committer.submit(op)
+            self.quarantined -= len(chunk)
+            log.info("%d quarantined scan log entries are readable now: uploaded",
+                     len(chunk))
+
     def _stored_quarantine(self) -> int:
         count = 0
         with self.index.env.begin(db=self.index.meta) as txn:
@@ -503,6 +533,9 @@ class Follower:
         while True:
             unreadable: list[tuple[int, bytes]] = []
             try:
+                if not self._quarantine_checked:
+                    await self._release_quarantine()
+                    self._quarantine_checked = True
                 entries = self.read_outbox(self.upload_cursor(), UPLOAD_BATCH, unreadable)
                 if unreadable:
                     await self._quarantine(unreadable)

@@ -187,3 +187,32 @@ async def test_a_snapshot_this_node_cannot_read_is_retried_slowly_not_given_up(
         finally:
             await committer.stop()
             index.close()
+
+
+async def test_quarantined_entries_a_newer_version_can_read_go_up_at_start(
+    tmp_path: Path, venue: Venue, core: tuple[CoreClient, list[str]]
+) -> None:
+    """Quarantined by an older version (a downgrade, then the upgrade back): once this
+    version can read them, they go up at start and leave quarantine; the rest stay."""
+    client, received = core
+    readable = log_encoder.encode(LogEntry("s-old", 1, Result.ACCEPTED,
+                                           "ok", Direction.ENTRY, "main", "single", 10,
+                                           1.0, 1.0))
+    async with scan_service(tmp_path, venue) as service:
+        meta = service.index.meta
+
+        def op(txn: Any, _c: GroupCommitter) -> None:
+            txn.put(QUARANTINE_PREFIX + u64(42), readable, db=meta)
+            txn.put(QUARANTINE_PREFIX + u64(43), DAMAGED, db=meta)
+
+        await service.committer.submit(op)
+        follower = Follower(service, client, "n1")
+        assert follower.quarantined == 2
+        task = asyncio.create_task(follower._upload())
+        try:
+            await eventually(lambda: received == ["s-old"], within_s=10)
+            await eventually(lambda: follower.quarantined == 1, within_s=10)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert quarantined(service) == {43: DAMAGED}
