@@ -753,6 +753,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pinned": two_cores,
         "sync_writes": args.sync_writes,
         "commit_interval_ms": args.commit_interval_ms,
+        "pace_below": args.pace_below,
     }
     if not args.sync_writes:
         figures.setdefault("warnings", []).append(
@@ -808,6 +809,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             extra = [] if args.sync_writes else ["--no-sync-writes"]
             if args.commit_interval_ms is not None:
                 extra += ["--commit-interval-ms", str(args.commit_interval_ms)]
+            if args.pace_below is not None:
+                extra += ["--pace-below", str(args.pace_below)]
             node_proc, node_url = start_node("edge", data, token, run_dir, server_cpu, extra)
             procs.append(node_proc)
             figures["ready_s"] = round(
@@ -1053,6 +1056,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="the node's least time between group commits (default: the node's own)",
+    )
+    parser.add_argument(
+        "--pace-below",
+        type=int,
+        default=None,
+        help="the node's --pace-below (default: the node's own)",
     )
     parser.add_argument(
         "--no-sync-writes",

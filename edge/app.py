@@ -30,7 +30,7 @@ from edge.index import Index, Warmer
 from edge.model import GateProfile
 from edge.retention import DAY_S, DEFAULT_KEEP_DAYS, Pruner
 from edge.scan import ScanService
-from edge.scanlog import COMMIT_INTERVAL_S, WRITER_SCHED_BATCH, GroupCommitter
+from edge.scanlog import COMMIT_INTERVAL_S, PACE_BELOW, WRITER_SCHED_BATCH, GroupCommitter
 from sync.client import CoreClient, SyncError
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class EdgeConfig:
     commit_interval_s: float = COMMIT_INTERVAL_S
     """Least time between two commits' starts (see ``edge.scanlog.COMMIT_INTERVAL_S``)."""
     writer_sched_batch: bool = WRITER_SCHED_BATCH
+    pace_below: int = PACE_BELOW
     """The writer thread under ``SCHED_BATCH`` (see ``edge.scanlog.GroupCommitter``)."""
     keep_days: float = DEFAULT_KEEP_DAYS
     """Days an entry of the scan log (and its remembered answer) is kept once the core has
@@ -92,7 +93,7 @@ def build_app(config: EdgeConfig) -> web.Application:
             app[NODE_ID] = node_id_for(index, config.node_id)
             committer = GroupCommitter(
                 index, asyncio.get_running_loop(), interval_s=config.commit_interval_s,
-                sched_batch=config.writer_sched_batch,
+                sched_batch=config.writer_sched_batch, pace_below=config.pace_below,
             )
             committer.start()
             stack.push_async_callback(committer.stop)

@@ -22,7 +22,13 @@ from edge.app import EdgeConfig, build_app
 from edge.importer import import_file
 from edge.model import GateProfile
 from edge.retention import DEFAULT_KEEP_DAYS, MAX_KEEP_DAYS
-from edge.scanlog import COMMIT_INTERVAL_S, MAX_COMMIT_INTERVAL_S, WRITER_SCHED_BATCH
+from edge.scanlog import (
+    COMMIT_INTERVAL_S,
+    MAX_BATCH,
+    MAX_COMMIT_INTERVAL_S,
+    PACE_BELOW,
+    WRITER_SCHED_BATCH,
+)
 from sync.snapshot import SnapshotError
 
 log = logging.getLogger("edge")
@@ -146,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
                        help="least time between two group commits' starts while scans "
                        "keep coming: more scans per commit, at the price of that much latency "
                        "(default %(default)s: back to back)")
+    serve.add_argument("--pace-below", type=_from_zero_to(MAX_BATCH, "scans"),
+                       default=PACE_BELOW,
+                       help="with --commit-interval-ms: wait for the interval only while a "
+                       "commit would carry fewer scans than this (default %(default)s: "
+                       "always), so a loaded node commits at once")
     serve.add_argument("--writer-sched", choices=("batch", "normal"),
                        default="batch" if WRITER_SCHED_BATCH else "normal",
                        help="scheduling policy of the writer thread: batch (default) "
@@ -211,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host, port=args.port, node_id=args.node_id,
         sync_writes=not args.no_sync_writes, commit_interval_s=args.commit_interval_ms / 1000,
         writer_sched_batch=args.writer_sched == "batch", keep_days=args.keep_days,
+        pace_below=int(args.pace_below),
         warm=not args.no_warm, gates=gates,
         core=args.core, core_token=args.core_token, venue=args.venue,
     )

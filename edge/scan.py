@@ -566,7 +566,7 @@ class ScanService:
 
         # This callback already gathered the round's scans: no need to wait for the
         # committer's own end-of-round hand-over.
-        return self.committer.submit(op, at_once=True)
+        return self.committer.submit(op, at_once=True, weight=len(rows))
 
     def _log(
         self, sid: bytes, entry: LogEntry, answer_raw: bytes,

@@ -51,6 +51,8 @@ when the previous commit started less than the interval ago: an idle node still
 answers after one commit."""
 MAX_COMMIT_INTERVAL_S: Final = 0.05
 """More would make answers under load wait longer than a person notices."""
+PACE_BELOW: Final = 0
+"""Default of ``GroupCommitter.pace_below``: 0, the interval applies to every commit."""
 WRITER_SCHED_BATCH: Final = True
 """Run the writer thread under Linux's ``SCHED_BATCH`` policy (see ``GroupCommitter``)."""
 
@@ -101,6 +103,8 @@ answer_decoder: Final = msgspec.msgpack.Decoder(StoredAnswer)
 WriteFn = Callable[[Any, "GroupCommitter"], None]
 """A write operation: called on the writer thread with the open write transaction."""
 _Ops = list[tuple[WriteFn, asyncio.Future[None]]]
+_HandOver = tuple[_Ops, int]
+"""Operations handed over together, and how many scans they carry (their weight)."""
 
 
 class CommitFailed(Exception):
@@ -154,9 +158,15 @@ class GroupCommitter:
         *,
         interval_s: float = COMMIT_INTERVAL_S,
         sched_batch: bool = WRITER_SCHED_BATCH,
+        pace_below: int = PACE_BELOW,
     ) -> None:
         self._index = index
         self.sched_batch = sched_batch
+        if pace_below < 0:
+            raise ValueError("pace_below must be 0 or more")
+        self.pace_below = pace_below
+        """Wait for the interval only while a commit would carry fewer scans than this
+        (0: always). A loaded node's batches are large: it then commits at once."""
         self.loop = loop
         """The event loop the callers' futures belong to."""
         if not 0.0 <= interval_s <= MAX_COMMIT_INTERVAL_S:  # also refuses nan
@@ -166,9 +176,10 @@ class GroupCommitter:
         self.paced_seconds = 0.0
         """Time the writer waited for the commit interval (``_pace``)."""
         self._batch: _Ops = []
+        self._batch_weight = 0
         self._scheduled = False
         self._closed = True
-        self._queue: queue.SimpleQueue[_Ops | _Resume | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_HandOver | _Resume | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._grown = threading.Event()
@@ -192,15 +203,19 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="edge-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, op: WriteFn, *, at_once: bool = False) -> asyncio.Future[None]:
+    def submit(
+        self, op: WriteFn, *, at_once: bool = False, weight: int = 1
+    ) -> asyncio.Future[None]:
         """Queue *op*; it is handed to the writer with everything else submitted in
         this round of the loop, or *at_once* (with what is already waiting, in order)
-        when the caller has gathered a round's writes itself."""
+        when the caller has gathered a round's writes itself. *weight*: how many scans
+        it carries (for ``pace_below``)."""
         fut: asyncio.Future[None] = Commit(loop=self.loop)
         if self._closed:
             fut.set_exception(CommitFailed("the node is not accepting writes"))
             return fut
         self._batch.append((op, fut))
+        self._batch_weight += weight
         if at_once:
             self._hand_over()
         elif not self._scheduled:
@@ -211,8 +226,9 @@ class GroupCommitter:
     def _hand_over(self) -> None:
         self._scheduled = False
         if self._batch:
-            self._queue.put(self._batch)
+            self._queue.put((self._batch, self._batch_weight))
             self._batch = []
+            self._batch_weight = 0
 
     async def stop(self) -> None:
         """Commit what is queued, refuse what comes after, and stop the thread."""
@@ -257,22 +273,12 @@ class GroupCommitter:
             if isinstance(first, _Resume):
                 failing = False
                 continue
-            if not failing and not backlog:
-                self._pace()
-            merged = first
-            resume = False
-            while len(merged) < MAX_BATCH:
-                try:
-                    more = q.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                if isinstance(more, _Resume):
-                    resume = True
-                    break
-                merged.extend(more)
+            merged, weight = first
+            stopping, resume, weight = self._merge(merged, weight)
+            if (not failing and not backlog and not stopping and not resume
+                    and (not self.pace_below or weight < self.pace_below) and self._pace()):
+                # What was handed over during the wait joins this commit.
+                stopping, resume, weight = self._merge(merged, weight)
             # A merge cut at MAX_BATCH left work queued: commit it without waiting.
             backlog = len(merged) >= MAX_BATCH
             error: BaseException | None
@@ -286,13 +292,33 @@ class GroupCommitter:
             if resume:
                 failing = False
 
-    def _pace(self) -> None:
+    def _merge(self, merged: _Ops, weight: int) -> tuple[bool, bool, int]:
+        """Add what waits in the queue to *merged* (up to ``MAX_BATCH``), without
+        blocking; returns (stop seen, resume mark seen, the new weight). Either mark
+        ends the merge: what follows it is not part of this commit."""
+        q = self._queue
+        while len(merged) < MAX_BATCH:
+            try:
+                more = q.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                return True, False, weight
+            if isinstance(more, _Resume):
+                return False, True, weight
+            merged.extend(more[0])
+            weight += more[1]
+        return False, False, weight
+
+    def _pace(self) -> bool:
         """Wait (without the GIL) until ``interval_s`` after the last commit's start;
-        what the loop hands over meanwhile joins this commit."""
+        True when it waited (what the loop handed over meanwhile joins this commit)."""
         wait = self._last_start + self.interval_s - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
             self.paced_seconds += wait
+            return True
+        return False
 
     def _commit(self, batch: _Ops) -> BaseException | None:
         started = self._last_start = time.perf_counter()

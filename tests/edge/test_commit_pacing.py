@@ -26,10 +26,13 @@ def _put(key: bytes):
 
 
 @contextlib.asynccontextmanager
-async def running(path: Path, interval_s: float) -> AsyncIterator[GroupCommitter]:
+async def running(
+    path: Path, interval_s: float, pace_below: int = 0
+) -> AsyncIterator[GroupCommitter]:
     """A started committer on a fresh index at *path*; stopped and closed after."""
     index = Index(path)
-    committer = GroupCommitter(index, asyncio.get_running_loop(), interval_s=interval_s)
+    committer = GroupCommitter(index, asyncio.get_running_loop(), interval_s=interval_s,
+                               pace_below=pace_below)
     committer.start()
     try:
         yield committer
@@ -51,6 +54,20 @@ async def test_writes_within_the_interval_share_one_commit(tmp_path: Path) -> No
         index = committer._index
         with index.env.begin(db=index.meta) as txn:
             assert [txn.get(b"k%d" % i) for i in range(3)] == [b"1"] * 3
+
+
+async def test_with_pace_below_only_small_commits_wait(tmp_path: Path) -> None:
+    """A loaded node's hand-overs carry many scans: they commit at once; a lone scan
+    right after a commit still waits for the interval, and gathers what follows."""
+    async with running(tmp_path / "n", INTERVAL_S, pace_below=8) as committer:
+        await committer.submit(_put(b"first"))
+        await committer.submit(_put(b"big"), at_once=True, weight=8)
+        assert committer.paced_seconds == 0.0  # right after a commit, but large
+        before = committer.commits
+        futures = [committer.submit(_put(b"k%d" % i), at_once=True) for i in range(3)]
+        await asyncio.gather(*futures)
+        assert committer.paced_seconds > 0.0  # small: waited
+        assert committer.commits - before == 1
 
 
 async def test_no_wait_once_the_interval_has_passed(tmp_path: Path) -> None:
@@ -83,12 +100,14 @@ async def test_committer_refuses_bad_intervals(tmp_path: Path, interval: float) 
 @pytest.mark.parametrize(
     ("option", "value"),
     [*(("--commit-interval-ms", v) for v in ("-1", "51", "nan", "inf", "soon")),
-     *(("--keep-days", v) for v in ("-1", "3651", "nan", "inf", "a month"))],
+     *(("--keep-days", v) for v in ("-1", "3651", "nan", "inf", "a month")),
+     *(("--pace-below", v) for v in ("-1", "4097", "nan", "many"))],
 )
 def test_bounded_serve_options_refuse_bad_values(
     tmp_path: Path, option: str, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``--commit-interval-ms`` (0-50) and ``--keep-days`` (0-3650, ``edge.retention``)."""
+    """``--commit-interval-ms`` (0-50), ``--pace-below`` (0-``MAX_BATCH``) and
+    ``--keep-days`` (0-3650, ``edge.retention``)."""
     with pytest.raises(SystemExit) as exited:
         main(["serve", "--data", str(tmp_path / "n"), option, value])
     assert exited.value.code == 2
