@@ -56,6 +56,9 @@ from bench.scan import (
 
 WARMUP_S = 1.0
 FIGURES = ("server_cpu", "p50_ms", "p99_ms", "commits_per_s")
+CONDITIONS = ("foreign_cores", "steal_cores", "sendlag_p99_ms", "disk_write_kb_per_request",
+              "disk_writes_per_request")
+"""What else each run reports: the machine's noise and what the node's disk was sent."""
 
 
 def one_run(
@@ -90,9 +93,7 @@ def one_run(
     finally:
         node.stop()
     result["commits_per_s"] = round(commits["count"] / took, 1)
-    keep = (*FIGURES, "achieved_per_s", "errors", "foreign_cores", "steal_cores",
-            "sendlag_p99_ms", "disk_write_kb_per_request", "disk_writes_per_request",
-            "page_cache_warm")
+    keep = (*FIGURES, *CONDITIONS, "achieved_per_s", "errors", "page_cache_warm")
     return {k: result[k] for k in keep}
 
 
@@ -157,10 +158,8 @@ def main(args: argparse.Namespace) -> int:
             for side, extra in sides.items():
                 run = one_run(pristine, tmp, extra, gates, lines, args, f"{side}{pair}")
                 runs[side].append(run)
-                shown = (*FIGURES, "foreign_cores", "steal_cores", "sendlag_p99_ms",
-                         "disk_write_kb_per_request", "disk_writes_per_request")
                 note(f"ab: pair {pair} {side.upper()} {getattr(args, side)!r}: "
-                     + ", ".join(f"{k} {run[k]}" for k in shown))
+                     + ", ".join(f"{k} {run[k]}" for k in (*FIGURES, *CONDITIONS)))
                 if (run["foreign_cores"] > 0.1 or run["steal_cores"] > STEAL_WARN_CORES
                         or run["errors"]):
                     warnings.append(f"pair {pair} {side.upper()}: foreign_cores "

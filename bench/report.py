@@ -98,6 +98,18 @@ def disk_writes(path: Path) -> tuple[int, int]:
         return 0, 0
 
 
+def disk_per_request(
+    path: Path | None, before: tuple[int, int] | None, requests: int
+) -> tuple[float, float] | None:
+    """(KB, write requests) per request that the disk holding *path* was sent since
+    *before* (``disk_writes``); None without block stats (tmpfs) or requests."""
+    after = disk_writes(path) if path is not None else (0, 0)
+    if before is None or not requests or after == (0, 0):
+        return None
+    return (round((after[0] - before[0]) / requests / 1024, 2),
+            round((after[1] - before[1]) / requests, 2))
+
+
 def _own_cpu_seconds() -> float:
     """CPU time of this process, its live descendants and its reaped children."""
     tick = os.sysconf("SC_CLK_TCK")

@@ -60,6 +60,7 @@ from bench.report import (
     ForeignCpu,
     cpu_count,
     cpu_seconds,
+    disk_per_request,
     disk_writes,
     emit,
     note,
@@ -666,13 +667,9 @@ def _disk_per_request(
     and write requests (each one a virtio request and an interrupt here). LMDB copies
     every page a transaction touches, so the random keys of the state and answers dbs
     cost whole pages per scan. None for a device without block stats (tmpfs)."""
-    after = disk_writes(disk) if disk is not None else (0, 0)
-    if before is None or not requests or after == (0, 0):
-        return {"disk_write_kb_per_request": None, "disk_writes_per_request": None}
-    return {
-        "disk_write_kb_per_request": round((after[0] - before[0]) / requests / 1024, 2),
-        "disk_writes_per_request": round((after[1] - before[1]) / requests, 2),
-    }
+    per = disk_per_request(disk, before, requests)
+    kb, writes = per if per is not None else (None, None)
+    return {"disk_write_kb_per_request": kb, "disk_writes_per_request": writes}
 
 
 def metrics_text(base: str, token: str) -> str:

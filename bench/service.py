@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from bench.report import ForeignCpu, disk_writes, emit, note, pin
+from bench.report import ForeignCpu, disk_per_request, disk_writes, emit, note, pin
 from bench.scan import copy_index, dataset_for, load_pools, scan_lines
 
 WARMUP_SCANS = 1000
@@ -78,7 +78,7 @@ async def measure(
         loop_cpu = time.thread_time() - loop0
         wall = time.perf_counter() - wall0
         n = len(reqs) - WARMUP_SCANS
-        written = [a - b for a, b in zip(disk_writes(data), written0, strict=True)]
+        disk = disk_per_request(data, written0, n)
         commits = committer.commits - commits
         return {
             "concurrency": conc,
@@ -91,8 +91,8 @@ async def measure(
             "steal_cores": foreign.stolen(),
             # What the commits sent to the disk (None on tmpfs): LMDB rewrites every
             # page a transaction touches, so random keys cost whole pages.
-            "disk_write_kb": round(written[0] / n / 1024, 2) if any(written) else None,
-            "disk_writes": round(written[1] / n, 2) if any(written) else None,
+            "disk_write_kb": disk[0] if disk is not None else None,
+            "disk_writes": disk[1] if disk is not None else None,
         }
     finally:
         await committer.stop()

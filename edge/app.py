@@ -48,8 +48,9 @@ class EdgeConfig:
     commit_interval_s: float = COMMIT_INTERVAL_S
     """Least time between two commits' starts (see ``edge.scanlog.COMMIT_INTERVAL_S``)."""
     writer_sched_batch: bool = WRITER_SCHED_BATCH
-    pace_below: int = PACE_BELOW
     """The writer thread under ``SCHED_BATCH`` (see ``edge.scanlog.GroupCommitter``)."""
+    pace_below: int = PACE_BELOW
+    """Pace only commits of fewer scans than this (``GroupCommitter.pace_below``)."""
     keep_days: float = DEFAULT_KEEP_DAYS
     """Days an entry of the scan log (and its remembered answer) is kept once the core has
     acknowledged it (``edge.retention``); 0 keeps everything."""

@@ -117,8 +117,6 @@ class Follower:
         self.caught_up_at: float | None = None
         self.applied_changes = 0
         self.uploaded = 0
-        self.quarantined = self._stored_quarantine()
-        """Unreadable log entries kept in quarantine (``_quarantine``)."""
         self._quarantine_checked = False
         self.refused: dict[str, int] = {}
         self._wake_upload = asyncio.Event()
@@ -149,6 +147,11 @@ class Follower:
             self.committer.after_commit.remove(self._wake_upload.set)
 
     # -- status ----------------------------------------------------------------------
+
+    @property
+    def quarantined(self) -> int:
+        """Unreadable log entries kept in quarantine (``_quarantine``), as stored."""
+        return len(self.index.meta_prefixed(QUARANTINE_PREFIX))
 
     def upload_cursor(self) -> int:
         return self.index.meta_int("upload_cursor")
@@ -475,7 +478,6 @@ class Follower:
             txn.put(b"upload_cursor", cursor_raw, db=index.meta)
 
         await self.committer.submit(op)
-        self.quarantined += len(rows)
         log.error("%d unreadable scan log entries (seq %d to %d) kept in quarantine, "
                   "not uploaded", len(rows), first, last)
 
@@ -483,16 +485,11 @@ class Follower:
         """Quarantined entries this version can read (they were written by a newer
         one, since installed here) go up now, and leave quarantine; the others stay.
         Run once per start, before the outbox."""
-        readable: list[tuple[int, LogEntry]] = []
-        with self.index.env.begin(db=self.index.meta) as txn:
-            cursor = txn.cursor()
-            if cursor.set_range(QUARANTINE_PREFIX):
-                for key, value in cursor:
-                    if not key.startswith(QUARANTINE_PREFIX):
-                        break
-                    entry = _readable(value)
-                    if entry is not None:
-                        readable.append((U64.unpack(key[len(QUARANTINE_PREFIX):])[0], entry))
+        readable = [
+            (U64.unpack(key[len(QUARANTINE_PREFIX):])[0], entry)
+            for key, raw in self.index.meta_prefixed(QUARANTINE_PREFIX)
+            if (entry := _readable(raw)) is not None
+        ]
         index = self.index
         for start in range(0, len(readable), UPLOAD_BATCH):
             chunk = readable[start:start + UPLOAD_BATCH]
@@ -504,20 +501,8 @@ class Follower:
                     txn.delete(key, db=index.meta)
 
             await self.committer.submit(op)
-            self.quarantined -= len(chunk)
             log.info("%d quarantined scan log entries are readable now: uploaded",
                      len(chunk))
-
-    def _stored_quarantine(self) -> int:
-        count = 0
-        with self.index.env.begin(db=self.index.meta) as txn:
-            cursor = txn.cursor()
-            if cursor.set_range(QUARANTINE_PREFIX):
-                for key in cursor.iternext(values=False):
-                    if not key.startswith(QUARANTINE_PREFIX):
-                        break
-                    count += 1
-        return count
 
     async def _set_upload_cursor(self, seq: int) -> None:
         raw = encoder.encode(seq)

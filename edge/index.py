@@ -132,15 +132,20 @@ class Index:
         return int(msgspec.msgpack.decode(raw)) if raw else 0
 
     def meta_items(self, prefix: str) -> list[tuple[str, bytes]]:
-        raw_prefix = prefix.encode()
-        out: list[tuple[str, bytes]] = []
+        """``meta_prefixed`` for text keys (gate profiles)."""
+        return [(key.decode(), value) for key, value in self.meta_prefixed(prefix.encode())]
+
+    def meta_prefixed(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) of ``meta`` whose key starts with *prefix*, in key order
+        (keys may be binary: ``qc_before:<seq>``, ``quarantine:<seq>``)."""
+        out: list[tuple[bytes, bytes]] = []
         with self.env.begin(db=self.meta) as txn:
             cursor = txn.cursor()
-            if cursor.set_range(raw_prefix):
+            if cursor.set_range(prefix):
                 for key, value in cursor:
-                    if not key.startswith(raw_prefix):
+                    if not key.startswith(prefix):
                         break
-                    out.append((key.decode(), value))
+                    out.append((key, value))
         return out
 
     def catalog(self) -> Catalog:

@@ -382,12 +382,6 @@ class ScanService:
 
     # -- scans -----------------------------------------------------------------------
 
-    def gate(self, name: str) -> GateView:
-        view = self.gates.get(name)
-        if view is None:
-            raise UnknownGate(name)
-        return view
-
     async def scan(self, req: ScanRequest, *, offline: bool = False) -> StoredAnswer:
         """Decide, log durably, and answer one scan. The same scan_id, the same answer.
 

@@ -52,10 +52,8 @@ async def core(venue: Venue) -> AsyncIterator[tuple[CoreClient, list[str]]]:
 
 
 def quarantined(service: ScanService) -> dict[int, bytes]:
-    index = service.index
-    with index.env.begin(db=index.meta) as txn:
-        return {int.from_bytes(k[len(QUARANTINE_PREFIX):], "big"): v for k, v in txn.cursor()
-                if k.startswith(QUARANTINE_PREFIX)}
+    return {int.from_bytes(k[len(QUARANTINE_PREFIX):], "big"): v
+            for k, v in service.index.meta_prefixed(QUARANTINE_PREFIX)}
 
 
 async def upload_until(follower: Follower, seq: int) -> None:

@@ -78,9 +78,7 @@ async def _upload(follower: Follower) -> None:
 
 
 def _before_keys(service: ScanService) -> list[bytes]:
-    index = service.index
-    with index.env.begin(db=index.meta) as txn:
-        return [k for k, _v in txn.cursor() if k.startswith(QUICK_CANCEL_BEFORE)]
+    return [k for k, _v in service.index.meta_prefixed(QUICK_CANCEL_BEFORE)]
 
 
 async def test_refused_quick_cancels_are_undone_unless_cancelled_there_too(
