@@ -751,6 +751,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "sync_writes": args.sync_writes,
         "commit_interval_ms": args.commit_interval_ms,
         "pace_below": args.pace_below,
+        "journal_mb": args.journal_mb,
     }
     if not args.sync_writes:
         figures.setdefault("warnings", []).append(
@@ -808,6 +809,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 extra += ["--commit-interval-ms", str(args.commit_interval_ms)]
             if args.pace_below is not None:
                 extra += ["--pace-below", str(args.pace_below)]
+            if args.journal_mb is not None:
+                extra += ["--journal-mb", str(args.journal_mb)]
             node_proc, node_url = start_node("edge", data, token, run_dir, server_cpu, extra)
             procs.append(node_proc)
             figures["ready_s"] = round(
@@ -1059,6 +1062,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="the node's --pace-below (default: the node's own)",
+    )
+    parser.add_argument(
+        "--journal-mb",
+        type=float,
+        default=None,
+        help="the node's --journal-mb (default: the node's own; 0: no journal)",
     )
     parser.add_argument(
         "--no-sync-writes",

@@ -367,7 +367,7 @@ async def get_search(request: web.Request) -> web.Response:
             haystack = f"{record.order} {record.holder}".lower()
             if not all(w in haystack for w in words):
                 continue
-            state = service.index.state_of(record.id)
+            state = service.state_of(record.id)
             results.append({
                 "id": record.id, "kind": "pass" if record.kind else "ticket",
                 "order": record.order, "holder": record.holder,
@@ -405,11 +405,12 @@ async def get_status(request: web.Request) -> web.Response:
         ),
         "scans": {"total": service.counters.scans, "accepted": service.counters.accepted,
                   "per_s": round(service.rate.rate(now), 2),
-                  "logged": counts["scanlog"],
+                  "logged": counts["scanlog"] + committer.unapplied_scans,
                   "retention": pruner.status() if pruner is not None else None},
         "gates": sorted(service.profiles),
         "devices": [],
-        "commits": {"count": committer.commits, "ops": committer.committed_ops},
+        "commits": {"count": committer.commits, "ops": committer.committed_ops,
+                    "journal": committer.journal_status()},
         "memory": {"rss_bytes": rss, "lmdb_mapped_bytes": mapped,
                    "rss_minus_lmdb_bytes": rss - mapped},
     })
@@ -436,6 +437,14 @@ async def get_metrics(request: web.Request) -> web.Response:
                  c.signature_checks),
         *gauge("edge_pending_scans", "Scans waiting for their commit.",
                len(service.pending_answers)),
+        *gauge("edge_journal_unapplied_scans",
+               "Scans durable in the journal, not yet stored in the index.",
+               committer.unapplied_scans),
+        *counter("edge_journal_applies_total",
+                 "Transactions storing journaled scans in the index.", committer.applies),
+        *counter("edge_journal_apply_failures_total",
+                 "Failed attempts to store journaled scans in the index (they stay in the "
+                 "journal and are tried again).", committer.apply_failures),
         *counter("edge_pruned_scans_total",
                  "Scan log entries (and their answers) deleted after the retention.",
                  pruner.pruned if pruner is not None else 0),

@@ -30,7 +30,14 @@ from edge.index import Index, Warmer
 from edge.model import GateProfile
 from edge.retention import DAY_S, DEFAULT_KEEP_DAYS, Pruner
 from edge.scan import ScanService
-from edge.scanlog import COMMIT_INTERVAL_S, PACE_BELOW, WRITER_SCHED_BATCH, GroupCommitter
+from edge.scanlog import (
+    APPLY_INTERVAL_S,
+    COMMIT_INTERVAL_S,
+    JOURNAL_BYTES,
+    PACE_BELOW,
+    WRITER_SCHED_BATCH,
+    GroupCommitter,
+)
 from sync.client import CoreClient, SyncError
 
 log = logging.getLogger(__name__)
@@ -51,6 +58,9 @@ class EdgeConfig:
     """The writer thread under ``SCHED_BATCH`` (see ``edge.scanlog.GroupCommitter``)."""
     pace_below: int = PACE_BELOW
     """Pace only commits of fewer scans than this (``GroupCommitter.pace_below``)."""
+    journal_bytes: int = JOURNAL_BYTES
+    """Size of the scan journal (``edge.journal``); 0 commits scans straight to LMDB."""
+    apply_interval_s: float = APPLY_INTERVAL_S
     keep_days: float = DEFAULT_KEEP_DAYS
     """Days an entry of the scan log (and its remembered answer) is kept once the core has
     acknowledged it (``edge.retention``); 0 keeps everything."""
@@ -95,6 +105,7 @@ def build_app(config: EdgeConfig) -> web.Application:
             committer = GroupCommitter(
                 index, asyncio.get_running_loop(), interval_s=config.commit_interval_s,
                 sched_batch=config.writer_sched_batch, pace_below=config.pace_below,
+                journal_bytes=config.journal_bytes, apply_interval_s=config.apply_interval_s,
             )
             committer.start()
             stack.push_async_callback(committer.stop)

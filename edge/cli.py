@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Final
 
 import msgspec
 from aiohttp import web
@@ -23,7 +24,9 @@ from edge.importer import import_file
 from edge.model import GateProfile
 from edge.retention import DEFAULT_KEEP_DAYS, MAX_KEEP_DAYS
 from edge.scanlog import (
+    APPLY_INTERVAL_S,
     COMMIT_INTERVAL_S,
+    JOURNAL_BYTES,
     MAX_BATCH,
     MAX_COMMIT_INTERVAL_S,
     PACE_BELOW,
@@ -32,6 +35,8 @@ from edge.scanlog import (
 from sync.snapshot import SnapshotError
 
 log = logging.getLogger("edge")
+MAX_JOURNAL_MB: Final = 1024
+MAX_APPLY_INTERVAL_MS: Final = 1000
 
 
 
@@ -157,6 +162,15 @@ def main(argv: list[str] | None = None) -> int:
                        help="with --commit-interval-ms: wait for the interval only while a "
                        "commit would carry fewer scans than this (default %(default)s: "
                        "always), so a loaded node commits at once")
+    serve.add_argument("--journal-mb", type=_from_zero_to(MAX_JOURNAL_MB, "MiB"),
+                       default=JOURNAL_BYTES / (1 << 20),
+                       help="size of the scan journal, where a group of scans is made "
+                       "durable with one flush before it is stored in the index "
+                       "(default %(default)s; 0: scans are committed straight to the index)")
+    serve.add_argument("--apply-interval-ms", type=_from_zero_to(MAX_APPLY_INTERVAL_MS, "ms"),
+                       default=APPLY_INTERVAL_S * 1000,
+                       help="longest a journaled scan waits to be stored in the index "
+                       "(default %(default)s)")
     serve.add_argument("--writer-sched", choices=("batch", "normal"),
                        default="batch" if WRITER_SCHED_BATCH else "normal",
                        help="scheduling policy of the writer thread: batch (default) "
@@ -222,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host, port=args.port, node_id=args.node_id,
         sync_writes=not args.no_sync_writes, commit_interval_s=args.commit_interval_ms / 1000,
         writer_sched_batch=args.writer_sched == "batch", keep_days=args.keep_days,
-        pace_below=int(args.pace_below),
+        pace_below=int(args.pace_below), journal_bytes=int(args.journal_mb * (1 << 20)),
+        apply_interval_s=args.apply_interval_ms / 1000,
         warm=not args.no_warm, gates=gates,
         core=args.core, core_token=args.core_token, venue=args.venue,
     )

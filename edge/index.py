@@ -84,6 +84,8 @@ class Index:
     ):
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.sync = sync
+        """Commits flush to disk (off only for diagnostics: not durable)."""
         data_file = path / "data.mdb"
         # The file is at least as large as the data; with writemap LMDB also extends it
         # to the whole map. Never map less than the file, never more than asked for

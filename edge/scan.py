@@ -37,8 +37,10 @@ from edge.scanlog import (
     GroupCommitter,
     LogEntry,
     QuickCancelAnswer,
+    ScanWrites,
     StoredAnswer,
     answer_decoder,
+    log_encoder,
 )
 from sync.codes import (
     MAX_CODE_CHARS,
@@ -135,6 +137,9 @@ class _Row(NamedTuple):
     answer_raw: bytes
     ident: int
     state_raw: bytes | None
+    new_state: ScanState | None
+    generation: int
+    """Of its reservation in ``pending_state`` (0: none)."""
 
 
 class _Batch:
@@ -170,6 +175,11 @@ class ScanService:
         self.pending_records: dict[int, Record] = {}
         self.pending_answers: dict[bytes, tuple[asyncio.Future[None], StoredAnswer]] = {}
         """Scans decided but not committed yet: a retry of one waits for the same commit."""
+        self.unapplied_state: dict[int, ScanState] = {}
+        self.unapplied_answers: dict[bytes, StoredAnswer] = {}
+        """States and answers of scans on disk (in the journal) but not in the index yet:
+        a failed commit never drops them (``drop_overlays``), the applier's hand-back
+        does (``_applied``)."""
         self.pending_quick: dict[bytes, tuple[asyncio.Future[None], QuickCancelAnswer]] = {}
         self._batch: _Batch | None = None
         """The decision batch scans join until its callback runs (``scan``)."""
@@ -187,6 +197,8 @@ class ScanService:
         self._any_revoked = False
         self.catalog = Catalog()
         committer.on_failure.append(self.drop_overlays)
+        committer.on_durable.append(self._durable)
+        committer.on_applied.append(self._applied)
         self.reload()
 
     # -- catalogue and gates ---------------------------------------------------------
@@ -363,7 +375,8 @@ class ScanService:
     def drop_overlays(self) -> None:
         """A commit failed: every write not committed yet fails with it, unwritten
         (``GroupCommitter._done``). Forget all they reserved; what the overlays held
-        for writes already committed is in the index, where the next read finds it.
+        for writes already committed is in the index, or in the unapplied overlays
+        until the applier has stored it there, where the next read finds it.
         The waiting requests still get their 503 when their own writes fail; a retry
         meanwhile is decided afresh, on the index."""
         self.pending_state.clear()
@@ -377,8 +390,42 @@ class ScanService:
         pending = self.pending_state.get(ident)
         if pending is not None:
             return pending[0]
+        stored = self.unapplied_state.get(ident)
+        if stored is not None:
+            return stored
         raw = txn.get(u64(ident), db=self.index.state)
         return state_decoder.decode(raw) if raw else EMPTY_STATE
+
+    def state_of(self, ident: int) -> ScanState:
+        """A ticket's scan state as the next decision would see it."""
+        with self.env.begin(db=self.index.state) as txn:
+            return self.state_in(txn, ident)
+
+    def _durable(self, writes: ScanWrites) -> None:
+        """Scans are on disk: their states and answers move to the unapplied overlays
+        (``GroupCommitter.on_durable``, before their waiters wake)."""
+        rows: list[_Row] = writes.tag
+        pending = self.pending_answers
+        for row in rows:
+            held = pending.get(row.sid)
+            if held is not None and held[1] is row.answer:
+                del pending[row.sid]
+            self.unapplied_answers[row.sid] = row.answer
+            if row.new_state is not None:
+                self.unapplied_state[row.ident] = row.new_state
+                self.release_state(row.ident, row.generation)
+
+    def _applied(self, writes: ScanWrites) -> None:
+        """Scans are in the index: what the unapplied overlays held for them goes,
+        unless a later scan replaced it."""
+        rows: list[_Row] = writes.tag
+        answers = self.unapplied_answers
+        states = self.unapplied_state
+        for row in rows:
+            if answers.get(row.sid) is row.answer:
+                del answers[row.sid]
+            if row.new_state is not None and states.get(row.ident) is row.new_state:
+                del states[row.ident]
 
     # -- scans -----------------------------------------------------------------------
 
@@ -394,6 +441,9 @@ class ScanService:
         if waiting is not None:
             await asyncio.shield(waiting[0])
             return waiting[1]
+        stored = self.unapplied_answers.get(sid)
+        if stored is not None:
+            return stored
         # An unknown gate is refused in ``_decide``, after the remembered answer: a retry
         # of an answered scan gets its first answer whatever it names.
         gate = self.gates.get(req.gate)
@@ -419,6 +469,7 @@ class ScanService:
         rows: list[_Row] = []
         reserved: list[tuple[int, int]] = []
         pending = self.pending_answers
+        unapplied = self.unapplied_answers
         try:
             with self.env.begin() as txn:
                 for slot in batch.slots:
@@ -428,6 +479,10 @@ class ScanService:
                         # The same scan_id earlier in this batch (a retry of one in an
                         # earlier batch waits in ``scan`` and never gets here).
                         slot.answer = waiting[1]
+                        continue
+                    stored = unapplied.get(sid)
+                    if stored is not None:  # stored while this batch gathered
+                        slot.answer = stored
                         continue
                     try:
                         remembered = txn.get(sid, db=self.index.answers)
@@ -504,15 +559,16 @@ class ScanService:
             req.scan_id, ident, decision.result, decision.reason, decision.direction,
             req.gate, gate.mode, decision.date, at, now, "scan", slot.offline,
         )
-        row = _Row(
-            slot.sid, entry, answer, encoder.encode(answer), ident,
-            encoder.encode(new_state) if new_state is not None else None,
-        )
+        answer_raw = encoder.encode(answer)
+        state_raw = encoder.encode(new_state) if new_state is not None else None
         # Last, so that a failure above leaves nothing reserved.
+        generation = 0
         if new_state is not None:
-            reserved.append((ident, self.reserve_state(ident, new_state)))
+            generation = self.reserve_state(ident, new_state)
+            reserved.append((ident, generation))
         slot.answer = answer
-        return row
+        return _Row(slot.sid, entry, answer, answer_raw, ident, state_raw, new_state,
+                    generation)
 
     def _settle(
         self,
@@ -547,20 +603,15 @@ class ScanService:
     def _log_scans(self, rows: list[_Row]) -> asyncio.Future[None]:
         """Queue a batch of scans as one logged write: for each, the log entry, the
         remembered answer, and the new state when there is one."""
-        answers = self.index.answers
-        states = self.index.state
-
-        def op(txn: Any, committer: GroupCommitter) -> None:
-            put = txn.put
-            for row in rows:
-                committer.append_log(txn, row.entry)
-                if row.state_raw is not None:
-                    put(u64(row.ident), row.state_raw, db=states)
-                put(row.sid, row.answer_raw, db=answers)
-
+        encode = log_encoder.encode
+        writes = ScanWrites(
+            [(row.sid, encode(row.entry), row.answer_raw, row.ident, row.state_raw)
+             for row in rows],
+            rows,
+        )
         # This callback already gathered the round's scans: no need to wait for the
         # committer's own end-of-round hand-over.
-        return self.committer.submit(op, at_once=True, weight=len(rows))
+        return self.committer.submit_scans(writes)
 
     def _log(
         self, sid: bytes, entry: LogEntry, answer_raw: bytes,
@@ -602,6 +653,10 @@ class ScanService:
                 pending = self.pending_answers.get(sid)
                 if pending is not None:
                     waits.append((i, pending[0], pending[1]))
+                    continue
+                stored = self.unapplied_answers.get(sid)
+                if stored is not None:
+                    answers[i] = stored
                     continue
                 raw = txn.get(sid)
                 if raw is None:

@@ -27,5 +27,5 @@ async def test_cancelled_scan_keeps_its_reservation_until_committed(tmp_path, ve
         except asyncio.CancelledError:
             pass
         # Whatever the first request's fate, its scan is on disk and counted once.
-        assert service.index.state_of(venue.ids["t"]).entries == 1
+        assert service.state_of(venue.ids["t"]).entries == 1
         assert not service.pending_state and not service.pending_answers

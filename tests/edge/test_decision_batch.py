@@ -51,6 +51,7 @@ async def test_one_round_mixed_batch(service: ScanService, venue: Venue) -> None
     assert [x.reason for x in answers] == ["ok", "ok", "already_used", "unknown", "ok"]
     assert answers[0] == answers[1]
     assert service.committer.commits == commits_before + 1  # one write for the round
+    await service.committer.flush()  # journaled: now in the index itself
     assert service.index.state_of(venue.ids["a"]).entries == 1
     assert service.counters.scans == 4  # the retry is not counted twice
     assert not service.pending_state and not service.pending_answers
@@ -186,6 +187,7 @@ async def test_a_scan_decided_on_a_failed_commit_is_not_stored(
     assert not service.pending_state and not service.pending_answers
     retried = await service.scan(ScanRequest("2", a, "main"))
     assert retried.reason == "ok"
+    await service.committer.flush()
     assert service.index.state_of(venue.ids["a"]).entries == 1
 
 
@@ -227,6 +229,7 @@ async def test_scans_decided_once_a_commit_failed_never_see_doomed_reservations(
     assert (await service.scan(ScanRequest("2", b, "main"))).reason == "already_used"
     assert (await service.scan(ScanRequest("3", b, "main"))).reason == "ok"  # remembered
     assert (await service.scan(ScanRequest("1", a, "main"))).reason == "ok"
+    await service.committer.flush()
     assert service.index.state_of(venue.ids["b"]).entries == 1
     assert not service.pending_state and not service.pending_answers
 
@@ -250,9 +253,9 @@ async def test_a_batch_retrying_a_scan_whose_commit_fails_decides_nothing(
     for fut in (failure.broken, failure.first, batch):
         with pytest.raises(CommitFailed):
             await fut
-    assert service.index.state_of(venue.ids["b"]).entries == 0
+    assert service.state_of(venue.ids["b"]).entries == 0
     assert not service.pending_state and not service.pending_answers
     # Retried: scan 1 was never answered, so the unknown gate refuses the whole batch.
     with pytest.raises(UnknownGate):
         await service.scan_batch([ScanRequest("1", a, "nowhere"), ScanRequest("9", b, "main")])
-    assert service.index.state_of(venue.ids["b"]).entries == 0
+    assert service.state_of(venue.ids["b"]).entries == 0

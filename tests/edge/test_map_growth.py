@@ -35,6 +35,7 @@ async def test_map_grows_at_import_and_while_scanning(tmp_path, venue):
             ))
             expected = "ok" if round_ == 0 else "already_used"
             assert {a.reason for a in answers} == {expected}
+        await committer.flush()
         assert index.env.info()["map_size"] > start_size
         assert index.counts()["scanlog"] == 1200
     finally:

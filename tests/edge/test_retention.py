@@ -70,12 +70,15 @@ async def acknowledge(service: ScanService, seq: int) -> None:
     await service.committer.submit(op)
 
 
-def logged(service: ScanService) -> list[int]:
+async def logged(service: ScanService) -> list[int]:
+    """The scan log's seqs in the index (journaled scans stored first)."""
+    await service.committer.flush()
     with service.env.begin(db=service.index.scanlog) as txn:
         return [int.from_bytes(k, "big") for k, _v in txn.cursor()]
 
 
-def remembered(service: ScanService, scan_id: str) -> bool:
+async def remembered(service: ScanService, scan_id: str) -> bool:
+    await service.committer.flush()
     with service.env.begin(db=service.index.answers) as txn:
         return txn.get(scan_id.encode()) is not None
 
@@ -96,30 +99,30 @@ async def test_acknowledged_old_entries_go_with_their_answers(
     clock.now += 40 * DAY_S  # the show is long over: later scans are ``too_late``
     for i in range(6, 9):
         await scan(service, f"new{i}", codes[i])
-    seqs = logged(service)
+    seqs = await logged(service)
     assert len(seqs) == 9
     # The core has acknowledged the old ones but the last.
     await acknowledge(service, seqs[4])
     pruner = Pruner(service, KEEP_S, clock=clock, quiet_s=0)
     assert await pruner.prune() == 5
-    assert logged(service) == seqs[5:]
-    assert not any(remembered(service, f"old{i}") for i in range(5))
-    assert not remembered(service, (QUICK_CANCEL_PREFIX + b"old0").decode())
-    assert remembered(service, "old5") and remembered(service, "new6")
+    assert await logged(service) == seqs[5:]
+    assert not any([await remembered(service, f"old{i}") for i in range(5)])
+    assert not await remembered(service, (QUICK_CANCEL_PREFIX + b"old0").decode())
+    assert await remembered(service, "old5") and await remembered(service, "new6")
     # A kept scan_id still gets its first answer, logged once; a pruned one is decided
     # afresh (today: too late) and logged anew. The ticket's scan state stays.
     assert await scan(service, "old5", codes[5]) == "ok"
-    assert len(logged(service)) == 4
+    assert len(await logged(service)) == 4
     assert await scan(service, "old1", codes[1]) == "too_late"
-    assert len(logged(service)) == 5
+    assert len(await logged(service)) == 5
     assert service.index.state_of(venue.ids["t1"]).entries == 1
     assert pruner.pruned == 5
     assert await pruner.prune() == 0  # nothing more is due
     # Once acknowledged, the last old one goes; the recent ones stay, acknowledged or not.
-    await acknowledge(service, logged(service)[-1])
+    await acknowledge(service, (await logged(service))[-1])
     assert await pruner.prune() == 1
-    assert logged(service)[:3] == seqs[6:]
-    assert remembered(service, "new6") and not remembered(service, "old5")
+    assert (await logged(service))[:3] == seqs[6:]
+    assert await remembered(service, "new6") and not await remembered(service, "old5")
 
 
 async def test_unacknowledged_and_newest_entries_stay_and_seqs_go_on_after_restart(
@@ -130,7 +133,7 @@ async def test_unacknowledged_and_newest_entries_stay_and_seqs_go_on_after_resta
         await scan(service, f"s{i}", venue.codes[f"t{i}"])
     clock.now += 400 * DAY_S
     pruner = Pruner(service, KEEP_S, clock=clock, quiet_s=0)
-    seqs = logged(service)
+    seqs = await logged(service)
     await acknowledge(service, seqs[-1])
     # The clock jumped a year ahead, but the newest entry is seconds old by its own
     # time: nothing is a month older than it yet (a bad clock must not wipe the log).
@@ -139,10 +142,10 @@ async def test_unacknowledged_and_newest_entries_stay_and_seqs_go_on_after_resta
     # All four are due by the clock now, but the core has acknowledged only three.
     await acknowledge(service, seqs[2])
     assert await pruner.prune() == 3
-    assert logged(service) == [*seqs[3:], seqs[3] + 1]
+    assert await logged(service) == [*seqs[3:], seqs[3] + 1]
     await acknowledge(service, seqs[3] + 1)
     assert await pruner.prune() == 1
-    seqs = logged(service)
+    seqs = await logged(service)
     assert len(seqs) == 1  # the newest numbers the next entries
     await service.committer.stop()
     service.index.close()
@@ -150,7 +153,7 @@ async def test_unacknowledged_and_newest_entries_stay_and_seqs_go_on_after_resta
     service2, stop = await started(data, clock)
     try:
         await scan(service2, "after", venue.codes["t9"])
-        assert logged(service2) == [seqs[-1], seqs[-1] + 1]
+        assert await logged(service2) == [seqs[-1], seqs[-1] + 1]
     finally:
         await stop()
 
@@ -162,7 +165,7 @@ async def test_nothing_goes_while_scans_come(
     await scan(service, "s0", venue.codes["t0"])
     clock.now += 40 * DAY_S
     await scan(service, "s1", venue.codes["t1"])
-    await acknowledge(service, logged(service)[-1])
+    await acknowledge(service, (await logged(service))[-1])
     busy = Pruner(service, KEEP_S, clock=clock)  # the default: quiet for a minute
     assert await busy.prune() == 0 and busy.backlog
     await scan(service, "s2", venue.codes["t2"])
@@ -178,9 +181,9 @@ async def test_a_large_backlog_goes_in_chunks(
     await asyncio.gather(*(service.scan(r) for r in reqs))
     clock.now += 31 * DAY_S
     await scan(service, "now", venue.codes["t0"])
-    await acknowledge(service, logged(service)[-1])
+    await acknowledge(service, (await logged(service))[-1])
     commits = service.committer.commits
     pruner = Pruner(service, KEEP_S, clock=clock, chunk=7, quiet_s=0, pause_s=0)
     assert await pruner.prune() == 60
     assert service.committer.commits - commits == 9  # ceil(60 / 7) writes
-    assert len(logged(service)) == 1
+    assert len(await logged(service)) == 1

@@ -98,12 +98,16 @@ def thread_policies(pid: int) -> list[int]:
 
 @pytest.mark.skipif(os.sched_getscheduler(0) != os.SCHED_OTHER,
                     reason="run under a chosen policy: the node keeps it for its writer")
-@pytest.mark.parametrize(("option", "batch_threads"), [([], 1), (["--writer-sched", "normal"], 0)])
+@pytest.mark.parametrize(
+    ("option", "batch_threads"),
+    [([], 2), (["--writer-sched", "normal"], 0), (["--journal-mb", "0"], 1)],
+)
 async def test_serve_maps_the_writer_sched_option(
     tmp_path: Path, option: list[str], batch_threads: int
 ) -> None:
-    """``edge serve`` as an operator runs it: by default one thread (the writer) under
-    SCHED_BATCH; ``--writer-sched normal`` none."""
+    """``edge serve`` as an operator runs it: by default two threads (the writer and the
+    journal's applier) under SCHED_BATCH; ``--writer-sched normal`` none; without the
+    journal only the writer."""
     import aiohttp
 
     from tests.conftest import free_port

@@ -1,0 +1,284 @@
+"""The scan journal: a write-ahead ring file that makes scans durable with one flush.
+
+An LMDB commit flushes twice (its data pages, then its meta page), and a commit of scans
+dirties pages all over the file (each ticket's state page, the log's and the answers'
+last pages, the branch pages above them): on the reference VM a commit of 3 to 9 scans
+cost 320-370 us of CPU and 0.7-0.9 ms, where appending the same rows to a file and
+flushing it once cost 70-90 us and 0.2-0.3 ms (``bench/RESULTS.md``). So the group
+committer appends each group of scans here as one record and answers once it is
+flushed; its applier thread copies the rows into LMDB in larger, fully synced
+transactions a few times a second, and stores in ``meta`` (key ``journal``) how far
+the journal is applied. A node that stops (or is killed) with rows not applied yet
+applies them at its next start (``Journal.open``), before deciding anything.
+
+File layout: a header block (``FILE_HEAD``: magic, epoch, capacity), then a ring of
+records up to the capacity. A record is ``RECORD_HEAD`` (magic, crc32, payload length,
+epoch, first seq, row count) and its payload (msgpack list of ``JournalRow`` arrays). A record
+with no rows is a wrap mark: the next record is at the ring's start. Reading from the
+applied position, a record counts only if its magic, epoch and crc are right and its
+first seq is the one expected next: what follows the last good record (a torn write, a
+previous lap's records, zeros) ends the journal. The epoch is drawn when the file is
+made and kept in ``meta`` with the position: a journal and an index that do not belong
+together are never mixed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import struct
+import threading
+import zlib
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+FILE_NAME: Final = "journal"
+FILE_MAGIC: Final = b"GKJF"
+RECORD_MAGIC: Final = b"GKJR"
+FILE_HEAD: Final = struct.Struct(">4sQQ")
+"""magic, epoch, capacity."""
+RING_START: Final = 4096
+RECORD_HEAD: Final = struct.Struct(">4sIIQQI")
+"""magic, crc32 of everything after it (rest of the head and payload), payload length,
+epoch, first seq, row count."""
+_CRC_FROM: Final = 8
+DEFAULT_BYTES: Final = 16 << 20
+"""About 64,000 scans: many seconds of a full node's scans, while the applier needs to
+be at most a fraction of a second behind."""
+MIN_BYTES: Final = 64 << 10
+MAX_RECORD_BYTES: Final = 8 << 20
+_ZEROS: Final = bytes(1 << 20)
+
+
+JournalRow = tuple[bytes, bytes, bytes, int, bytes | None]
+"""One scan as the applier writes it: (scan_id, the msgpack ``edge.scanlog.LogEntry``
+stored under its seq, the remembered answer, the ticket id, its new state or None)."""
+
+
+class Position(msgspec.Struct, frozen=True, array_like=True):
+    """How far the index has the journal (``meta`` key ``journal``)."""
+
+    epoch: int
+    offset: int
+    """Where the first record not applied yet is (or will be) written."""
+    seq: int
+    """The last scan log seq in the index."""
+
+
+class JournalFull(Exception):
+    """The ring holds no room for a record until the applier catches up."""
+
+
+_rows_encoder: Final = msgspec.msgpack.Encoder()
+_rows_decoder: Final = msgspec.msgpack.Decoder(list[tuple[bytes, bytes, bytes, int, bytes | None]])
+position_decoder: Final = msgspec.msgpack.Decoder(Position)
+
+
+def frame(epoch: int, first_seq: int, rows: list[JournalRow]) -> bytes:
+    """A record: its head and payload (no rows: a wrap mark)."""
+    payload = _rows_encoder.encode(rows) if rows else b""
+    rest = RECORD_HEAD.pack(RECORD_MAGIC, 0, len(payload), epoch, first_seq, len(rows))
+    crc = zlib.crc32(payload, zlib.crc32(rest[_CRC_FROM:]))
+    return RECORD_HEAD.pack(RECORD_MAGIC, crc, len(payload), epoch, first_seq,
+                            len(rows)) + payload
+
+
+def read_records(
+    buf: bytes, epoch: int, offset: int, seq: int
+) -> tuple[list[tuple[int, list[JournalRow]]], int, int]:
+    """The records of a ring image *buf* from *offset*, the first one starting at seq
+    *seq* + 1; returns ([(first seq, rows)], the offset after the last, its last seq).
+    Pure: stops quietly at the first thing that is not the expected next record."""
+    out: list[tuple[int, list[JournalRow]]] = []
+    capacity = len(buf)
+    wrapped = False
+    while True:
+        if capacity - offset < RECORD_HEAD.size:
+            if wrapped:
+                break
+            offset, wrapped = RING_START, True
+            continue
+        magic, crc, length, rec_epoch, first, count = RECORD_HEAD.unpack_from(buf, offset)
+        end = offset + RECORD_HEAD.size + length
+        if (magic != RECORD_MAGIC or rec_epoch != epoch or first != seq + 1
+                or end > capacity or length > MAX_RECORD_BYTES):
+            break
+        rest = buf[offset + _CRC_FROM: end]
+        if zlib.crc32(rest) != crc:
+            break
+        if count == 0:  # wrap mark
+            if wrapped:
+                break
+            offset, wrapped = RING_START, True
+            continue
+        try:
+            rows = _rows_decoder.decode(buf[offset + RECORD_HEAD.size: end])
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            break
+        if len(rows) != count:
+            break
+        out.append((first, rows))
+        seq = first + count - 1
+        offset = end
+        wrapped = False
+    return out, offset, seq
+
+
+class Journal:
+    """The journal file, appended by the group committer's writer thread only.
+
+    Room is accounted in bytes: each append adds what it took (with the end of the ring
+    it skipped, on a wrap) to ``unapplied_bytes``; the applier gives it back with
+    ``release`` once the index holds those rows. An append never overwrites what is
+    not applied yet.
+    """
+
+    def __init__(self, path: Path, fd: int, epoch: int, capacity: int, offset: int,
+                 *, sync: bool = True) -> None:
+        self.path = path
+        self._fd = fd
+        self.epoch = epoch
+        self.capacity = capacity
+        self.offset = offset
+        self.sync = sync
+        self.unapplied_bytes = 0
+        """Bytes appended and not applied yet (``room_for``); under ``_room``."""
+        self._room = threading.Condition()
+        self.appends = 0
+        self.bytes_written = 0
+
+    @classmethod
+    def create(cls, folder: Path, capacity: int, offset_seq: int, *, sync: bool = True
+               ) -> tuple[Journal, Position]:
+        """A new, zero-filled journal file (replacing any), and its start position."""
+        capacity = max(MIN_BYTES, capacity)
+        path = folder / FILE_NAME
+        tmp = folder / (FILE_NAME + ".new")
+        epoch = secrets.randbits(63)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.pwrite(fd, FILE_HEAD.pack(FILE_MAGIC, epoch, capacity).ljust(RING_START,
+                                                                             b"\0"), 0)
+            at = RING_START
+            while at < capacity:  # zeros: no extent to allocate on the flush path later
+                at += os.pwrite(fd, _ZEROS[: min(len(_ZEROS), capacity - at)], at)
+            os.fsync(fd)
+            os.replace(tmp, path)
+            _fsync_dir(folder)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd, epoch, capacity, RING_START, sync=sync), Position(
+            epoch, RING_START, offset_seq)
+
+    @classmethod
+    def open_existing(cls, folder: Path, position: Position, *, sync: bool = True
+                      ) -> tuple[Journal, list[tuple[int, list[JournalRow]]], Position] | None:
+        """The journal file the index's *position* belongs to, and what it holds past
+        that position; None if there is no such file (missing, another epoch, damaged
+        head)."""
+        path = folder / FILE_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            head = os.pread(fd, FILE_HEAD.size, 0)
+            if len(head) < FILE_HEAD.size:
+                os.close(fd)
+                return None
+            magic, epoch, capacity = FILE_HEAD.unpack(head)
+            if (magic != FILE_MAGIC or epoch != position.epoch or capacity != size
+                    or not RING_START <= position.offset <= capacity):
+                os.close(fd)
+                return None
+            buf = _read_all(fd, capacity)
+        except BaseException:
+            os.close(fd)
+            raise
+        records, offset, seq = read_records(buf, epoch, position.offset, position.seq)
+        journal = cls(path, fd, epoch, capacity, offset, sync=sync)
+        return journal, records, Position(epoch, offset, seq)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def room_for(self, record: bytes) -> int:
+        """Bytes an append of *record* would take (with a skipped ring end), or raise
+        ``JournalFull``."""
+        need = len(record)
+        if self.offset + need > self.capacity:
+            need += self.capacity - self.offset  # the ring's end is skipped
+        if self.unapplied_bytes + need > self.capacity - RING_START:
+            raise JournalFull(
+                f"journal full: {self.unapplied_bytes} bytes not applied to the index yet"
+            )
+        return need
+
+    def wait_for_room(self, record: bytes, timeout_s: float) -> None:
+        """Wait up to *timeout_s* for the applier to make room for *record*."""
+        with self._room:
+            self._room.wait_for(lambda: self._fits(record), timeout_s)
+
+    def _fits(self, record: bytes) -> bool:
+        try:
+            self.room_for(record)
+        except JournalFull:
+            return False
+        return True
+
+    def release(self, took: int) -> None:
+        """The applier has stored records that took *took* bytes: their room is free."""
+        with self._room:
+            self.unapplied_bytes -= took
+            self._room.notify_all()
+
+    def append(self, first_seq: int, record: bytes) -> tuple[int, int]:
+        """Write *record* (from ``frame``) and flush; returns (bytes it took, the offset
+        after it). On an error nothing moves: the next append writes over it."""
+        with self._room:
+            took = self.room_for(record)
+        at = self.offset
+        if at + len(record) > self.capacity:
+            if self.capacity - at >= RECORD_HEAD.size:
+                os.pwrite(self._fd, frame(self.epoch, first_seq, []), at)
+            at = RING_START
+        written = os.pwrite(self._fd, record, at)
+        if written != len(record):
+            raise OSError(f"short write to the journal: {written} of {len(record)} bytes")
+        if self.sync:
+            os.fdatasync(self._fd)
+        self.offset = at + len(record)
+        with self._room:
+            self.unapplied_bytes += took
+        self.appends += 1
+        self.bytes_written += len(record)
+        return took, self.offset
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    parts: list[bytes] = []
+    at = 0
+    while at < size:
+        chunk = os.pread(fd, min(1 << 22, size - at), at)
+        if not chunk:
+            break
+        parts.append(chunk)
+        at += len(chunk)
+    return b"".join(parts).ljust(size, b"\0")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
