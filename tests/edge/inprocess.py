@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from edge.importer import import_file
 from edge.index import Index
@@ -18,15 +19,17 @@ from tests.venue import Venue
 
 @contextlib.asynccontextmanager
 async def scan_service(
-    tmp_path: Path, venue: Venue, *, interval_s: float = COMMIT_INTERVAL_S
+    tmp_path: Path, venue: Venue, *, interval_s: float = COMMIT_INTERVAL_S, **committer: Any
 ) -> AsyncIterator[ScanService]:
     """*venue* imported into a fresh index under *tmp_path*, gate ``main`` (single entry,
-    date 10) set, commits at most every *interval_s*; the writer is stopped and the
-    index closed on the way out."""
+    date 10) set, commits at most every *interval_s* (*committer*: more of
+    ``GroupCommitter``'s options); the writer is stopped and the index closed on the way
+    out."""
     data = tmp_path / "node"
     import_file(data, venue.write(tmp_path / "venue.snap"))
     index = Index(data)
-    committer = GroupCommitter(index, asyncio.get_running_loop(), interval_s=interval_s)
+    committer = GroupCommitter(index, asyncio.get_running_loop(), interval_s=interval_s,
+                               **committer)
     committer.start()
     try:
         service = ScanService(index, committer)

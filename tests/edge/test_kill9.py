@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from edge.importer import import_file
 from tests.conftest import TOKEN, free_port
@@ -20,11 +21,11 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 TICKETS = 400
 
 
-def start_node(data: Path, port: int) -> subprocess.Popen[bytes]:
+def start_node(data: Path, port: int, extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     with (data.parent / "node.log").open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "edge", "serve", "--data", str(data), "--port", str(port),
-             "--admin-token", TOKEN, "--log-level", "WARNING"],
+             "--admin-token", TOKEN, "--log-level", "WARNING", *extra],
             stdout=subprocess.DEVNULL, stderr=log,
         )
 
@@ -50,14 +51,19 @@ async def scan(session, url, scan_id, code):
         return await resp.json()
 
 
-async def test_sigkill_mid_load_loses_no_accepted_scan(tmp_path):
+@pytest.mark.parametrize("extra", [
+    (),  # the journal, stored in the index every 50 ms
+    ("--apply-interval-ms", "1000"),  # most answered scans only in the journal at the kill
+    ("--journal-mb", "0"),  # scans committed straight to the index
+], ids=["journal", "journal-only", "no-journal"])
+async def test_sigkill_mid_load_loses_no_accepted_scan(tmp_path, extra):
     venue = make_venue()
     codes = [venue.add_ticket(f"t{i}") for i in range(TICKETS)]
     data = tmp_path / "node"
     import_file(data, venue.write(tmp_path / "venue.snap"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_node(data, port)
+    proc = start_node(data, port, extra)
     answered: dict[str, tuple[int, dict]] = {}
     try:
         async with aiohttp.ClientSession() as session:
@@ -87,8 +93,15 @@ async def test_sigkill_mid_load_loses_no_accepted_scan(tmp_path):
             assert proc.returncode == -signal.SIGKILL
             assert 300 <= len(answered) < len(jobs), "the kill must land mid-load"
 
-            proc = start_node(data, port)
+            proc = start_node(data, port, extra)
             await wait_ready(session, url, proc)
+            async with session.get(url + "/api/v1/status", headers=HEADERS) as resp:
+                journal = (await resp.json())["commits"]["journal"]
+            if "--journal-mb" in extra:
+                assert journal is None
+            elif "--apply-interval-ms" in extra:
+                # The kill came well within a second of the first answers.
+                assert journal["recovered_scans"] > 0
             accepted = {sid: i for sid, (i, a) in answered.items() if a["reason"] == "ok"}
             assert accepted
             # Every answered scan_id gets its first answer again, unchanged.

@@ -1,0 +1,258 @@
+"""The scan journal: its records, its ring, and a node that uses a small one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from edge.index import Index
+from edge.journal import (
+    FILE_NAME,
+    MIN_BYTES,
+    RECORD_HEAD,
+    RING_START,
+    Journal,
+    JournalFull,
+    JournalRow,
+    Position,
+    frame,
+    position_decoder,
+    read_records,
+)
+from edge.model import ScanRequest
+from edge.scan import ScanService
+from edge.scanlog import JOURNAL_META_KEY, CommitFailed, GroupCommitter, log_encoder
+from tests.edge.inprocess import scan_service
+from tests.venue import Venue
+
+EPOCH = 77
+
+
+def rows(first: int, n: int, size: int = 900) -> list[JournalRow]:
+    return [(b"sid-%d" % (first + i), b"e" * size, b"a", first + i, b"s" if i % 2 else None)
+            for i in range(n)]
+
+
+def ring(capacity: int, records: list[tuple[int, bytes]]) -> bytearray:
+    buf = bytearray(capacity)
+    for at, record in records:
+        buf[at: at + len(record)] = record
+    return buf
+
+
+def test_records_read_back_in_order_until_the_first_that_does_not_follow() -> None:
+    one, two = frame(EPOCH, 1, rows(1, 3)), frame(EPOCH, 4, rows(4, 2))
+    stale = frame(EPOCH, 2, rows(2, 1))  # an older lap's record after the tail
+    buf = ring(8192, [(RING_START, one), (RING_START + len(one), two),
+                      (RING_START + len(one) + len(two), stale)])
+    records, end, last = read_records(bytes(buf), EPOCH, RING_START, 0)
+    assert [(first, len(r)) for first, r in records] == [(1, 3), (4, 2)]
+    assert records[0][1] == rows(1, 3)
+    assert (end, last) == (RING_START + len(one) + len(two), 5)
+    # From the applied position: only what follows it.
+    records, _end, last = read_records(bytes(buf), EPOCH, RING_START + len(one), 3)
+    assert [first for first, _r in records] == [4] and last == 5
+
+
+@pytest.mark.parametrize("damage", ["torn", "crc", "epoch", "zeros"])
+def test_a_damaged_or_foreign_record_ends_the_journal(damage: str) -> None:
+    one, two = frame(EPOCH, 1, rows(1, 3)), frame(EPOCH, 4, rows(4, 2))
+    if damage == "torn":
+        two = two[: len(two) - 5]
+    elif damage == "crc":
+        two = two[:-1] + bytes([two[-1] ^ 1])
+    elif damage == "epoch":
+        two = frame(EPOCH + 1, 4, rows(4, 2))
+    else:
+        two = bytes(len(two))
+    buf = ring(8192, [(RING_START, one), (RING_START + len(one), two)])
+    records, end, last = read_records(bytes(buf), EPOCH, RING_START, 0)
+    assert [first for first, _r in records] == [1]
+    assert (end, last) == (RING_START + len(one), 3)
+
+
+def test_reading_follows_a_wrap_mark_and_a_ring_end_too_short_for_a_head() -> None:
+    capacity = 8192
+    one = frame(EPOCH, 1, rows(1, 2))
+    mark = frame(EPOCH, 3, [])
+    two = frame(EPOCH, 3, rows(3, 2))
+    at = capacity - len(one) - len(mark) - 10
+    buf = ring(capacity, [(at, one), (at + len(one), mark), (RING_START, two)])
+    records, end, last = read_records(bytes(buf), EPOCH, at, 0)
+    assert [first for first, _r in records] == [1, 3] and last == 4
+    assert end == RING_START + len(two)
+    # Fewer bytes than a head left at the end: the next record is at the start.
+    at = capacity - len(one) - (RECORD_HEAD.size - 1)
+    buf = ring(capacity, [(at, one), (RING_START, two)])
+    records, _end, last = read_records(bytes(buf), EPOCH, at, 0)
+    assert [first for first, _r in records] == [1, 3] and last == 4
+
+
+def test_the_ring_never_overwrites_what_is_not_applied(tmp_path: Path) -> None:
+    journal, start = Journal.create(tmp_path, MIN_BYTES, 0)
+    try:
+        assert start == Position(journal.epoch, RING_START, 0)
+        seq, took = 1, []
+        with pytest.raises(JournalFull):
+            for _ in range(MIN_BYTES // 1000):
+                took.append(journal.append(seq, frame(journal.epoch, seq, rows(seq, 20)))[0])
+                seq += 20
+        record = frame(journal.epoch, seq, rows(seq, 20))
+        assert sum(took) <= MIN_BYTES - RING_START < sum(took) + len(record)
+        assert journal.unapplied_bytes == sum(took)
+        # The applier stores the first three records: there is room again, at the start.
+        journal.release(sum(took[:3]))
+        end_before = journal.offset
+        _took, end = journal.append(seq, record)
+        assert end == RING_START + len(record) < end_before  # wrapped
+        # A restart that had applied the first three records finds the rest, in order.
+        applied = Position(journal.epoch, RING_START + sum(took[:3]), 60)
+        opened = Journal.open_existing(tmp_path, applied)
+        assert opened is not None
+        again, records, position = opened
+        again.close()
+        firsts = [first for first, _r in records]
+        assert firsts == list(range(61, seq + 1, 20))
+        assert position == Position(journal.epoch, end, seq + 19)
+    finally:
+        journal.close()
+
+
+def test_a_journal_of_another_index_is_not_read(tmp_path: Path) -> None:
+    journal, _start = Journal.create(tmp_path, MIN_BYTES, 0)
+    journal.append(1, frame(journal.epoch, 1, rows(1, 2)))
+    journal.close()
+    assert Journal.open_existing(tmp_path, Position(journal.epoch + 1, RING_START, 0)) is None
+    (tmp_path / FILE_NAME).unlink()
+    assert Journal.open_existing(tmp_path, Position(journal.epoch, RING_START, 0)) is None
+
+
+async def test_a_small_ring_makes_the_writer_wait_for_the_applier(
+    tmp_path: Path, venue: Venue
+) -> None:
+    """Scans of ~300 bytes each, 20 at a time, into a 64 KiB ring stored every 0.2 s:
+    the ring fills and wraps many times, the writer waits for room, and every scan is
+    answered once and stored once."""
+    codes = [venue.add_ticket(f"t{i}") for i in range(600)]
+    async with scan_service(tmp_path, venue, journal_bytes=MIN_BYTES,
+                            apply_interval_s=0.2) as service:
+        committer = service.committer
+        answers = []
+        for start in range(0, 600, 20):
+            answers += await asyncio.gather(*(
+                service.scan(ScanRequest(f"{i}-" + "x" * 100, codes[i], "main"))
+                for i in range(start, start + 20)
+            ))
+        assert {a.reason for a in answers} == {"ok"}
+        assert committer.journal is not None
+        assert committer.journal.bytes_written > 3 * MIN_BYTES  # it went round the ring
+        await committer.flush()
+        assert service.index.counts()["scanlog"] == 600
+        assert committer.unapplied_scans == 0
+        assert not service.unapplied_state and not service.unapplied_answers
+        assert all(service.index.state_of(venue.ids[f"t{i}"]).entries == 1
+                   for i in range(600))
+
+
+async def test_a_missing_journal_file_is_replaced_and_the_index_kept(
+    tmp_path: Path, venue: Venue
+) -> None:
+    code = venue.add_ticket("t")
+    async with scan_service(tmp_path, venue) as service:
+        assert (await service.scan(ScanRequest("1", code, "main"))).reason == "ok"
+    data = tmp_path / "node"
+    (data / FILE_NAME).unlink()
+    index = Index(data)
+    committer = GroupCommitter(index, asyncio.get_running_loop())
+    try:
+        assert committer.journal is not None and committer.recovered_scans == 0
+        assert (data / FILE_NAME).stat().st_size == committer.journal.capacity
+        committer.start()
+        service = ScanService(index, committer)
+        assert (await service.scan(ScanRequest("1", code, "main"))).reason == "ok"
+        assert (await service.scan(ScanRequest("2", code, "main"))).reason == "already_used"
+    finally:
+        await committer.stop()
+        index.close()
+
+
+async def test_journaled_scans_older_than_the_index_log_are_not_applied(
+    tmp_path: Path, venue: Venue
+) -> None:
+    """A position that says the journal holds seqs the index's log already has (an old
+    copy of the data directory put back, say): storing them would put two scans under
+    one seq; they are left alone."""
+    code = venue.add_ticket("t")
+    async with scan_service(tmp_path, venue, apply_interval_s=1.0) as service:
+        assert (await service.scan(ScanRequest("1", code, "main"))).reason == "ok"
+    data = tmp_path / "node"
+    index = Index(data)
+    try:
+        raw = index.get_meta(JOURNAL_META_KEY.decode())
+        assert raw is not None
+        with index.env.begin(write=True, db=index.meta) as txn:  # rewind the position
+            epoch = position_decoder.decode(raw).epoch
+            txn.put(JOURNAL_META_KEY, log_encoder.encode(Position(epoch, RING_START, 0)))
+        committer = GroupCommitter(index, asyncio.get_running_loop())
+        assert committer.recovered_scans == 0
+        assert index.counts()["scanlog"] == 1
+        assert committer.journal is not None
+        committer.journal.close()
+    finally:
+        index.close()
+
+
+def test_journal_file_is_zero_filled_to_its_capacity(tmp_path: Path) -> None:
+    journal, _start = Journal.create(tmp_path, MIN_BYTES, 5)
+    try:
+        assert os.stat(tmp_path / FILE_NAME).st_size == MIN_BYTES
+        assert not (tmp_path / (FILE_NAME + ".new")).exists()
+    finally:
+        journal.close()
+
+
+async def test_journaled_scans_count_before_the_index_has_them(
+    tmp_path: Path, venue: Venue
+) -> None:
+    """Answered from the journal, stored in the index up to a second later: meanwhile
+    the ticket is used, the retry gets its first answer, and a failed commit of another
+    write does not make the node forget them."""
+    code, other = venue.add_ticket("t"), venue.add_ticket("u")
+    async with scan_service(tmp_path, venue, apply_interval_s=1.0) as service:
+        ident = venue.ids["t"]
+        first = await service.scan(ScanRequest("1", code, "main"))
+        assert first.reason == "ok"
+        assert service.index.state_of(ident).entries == 0  # not in the index yet
+        assert service.state_of(ident).entries == 1
+        assert (await service.scan(ScanRequest("2", code, "main"))).reason == "already_used"
+        assert await service.scan(ScanRequest("1", code, "main")) == first
+
+        def broken(_txn: object, _c: GroupCommitter) -> None:
+            raise OSError(5, "Input/output error")
+
+        with pytest.raises(CommitFailed):
+            await service.committer.submit(broken)
+        # The barrier stored the journaled scans before the broken write failed.
+        assert service.index.state_of(ident).entries == 1
+        third = await service.scan(ScanRequest("3", other, "main"))
+        assert third.reason == "ok"  # journaled again, 1 s from the index
+        # The disk fills up: the next journal append fails, and with it the scan.
+        journal = service.committer.journal
+        assert journal is not None
+        full = os.open("/dev/full", os.O_WRONLY)
+        try:
+            os.dup2(full, journal._fd)
+        finally:
+            os.close(full)
+        with pytest.raises(CommitFailed):
+            await service.scan(ScanRequest("4", code, "main"))
+        # What was journaled before is still counted, and still remembered.
+        assert service.state_of(venue.ids["u"]).entries == 1
+        assert service.index.state_of(venue.ids["u"]).entries == 0
+        assert await service.scan(ScanRequest("3", other, "main")) == third
+        await service.committer.flush()
+        assert service.index.state_of(venue.ids["u"]).entries == 1
+        assert not service.unapplied_state and not service.unapplied_answers
