@@ -15,7 +15,11 @@ meta       ascii key                msgpack (catalog, gates, cursor, node id, ..
            qc_before:<seq u64>      a quick-cancelled record before the cancel
            replay                   admissions still to load after a snapshot import
            quarantine:<seq u64>     an unreadable scan log entry, as it was
+           journal                  how far the scan journal is stored here
 =========  =======================  ===========================================
+
+Scans reach these dbs through the scan journal (``edge.journal``, the file ``journal``
+beside ``data.mdb``), up to ``edge.scanlog.APPLY_INTERVAL_S`` after their answer.
 
 Reads happen on the event loop thread in short read transactions that never span an
 ``await``; every write goes through the single writer thread of

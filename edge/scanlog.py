@@ -1,14 +1,16 @@
-"""The durable scan log and its group committer: the node's single LMDB writer.
+"""The durable scan log and its group committer: the node's only LMDB writers.
 
 Every write to the index goes through ``GroupCommitter``: scans (log entry + new state +
-remembered answer), quick cancellations, gate profiles, and later the sync feed. All
-that was submitted together is written in ONE transaction, committed (fsync), and only
-then are the callers' futures resolved, so an answer never leaves the node before the
-scan that produced it is on disk. Concurrent scans share a commit.
+remembered answer), quick cancellations, gate profiles, and later the sync feed. Scans
+submitted together become one record of the scan journal (``edge.journal``), flushed
+once; any other write, one LMDB transaction, committed (fsync). Only then are the
+callers' futures resolved, so an answer never leaves the node before the scan that
+produced it is on disk. Concurrent scans share a commit. The applier thread stores
+journaled scans in the index shortly after (see ``GroupCommitter``).
 
-If the map is full, the batch is aborted, the map grows (LMDB allows it only while no
-transaction is open in the process: the commit runs between read transactions on the
-loop thread), and the same batch is retried.
+If the map is full, the transaction is aborted, the map grows (LMDB allows it only while
+no transaction is open in the process: the loop thread does it between its read
+transactions), and the same writes are tried again.
 """
 
 from __future__ import annotations
