@@ -24,7 +24,9 @@ together are never mixed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import mmap
 import os
 import secrets
 import struct
@@ -89,11 +91,12 @@ def frame(epoch: int, first_seq: int, rows: list[JournalRow]) -> bytes:
 
 
 def read_records(
-    buf: bytes, epoch: int, offset: int, seq: int
+    buf: bytes | bytearray | mmap.mmap, epoch: int, offset: int, seq: int
 ) -> tuple[list[tuple[int, list[JournalRow]]], int, int]:
     """The records of a ring image *buf* from *offset*, the first one starting at seq
     *seq* + 1; returns ([(first seq, rows)], the offset after the last, its last seq).
-    Pure: stops quietly at the first thing that is not the expected next record."""
+    Stops quietly at the first thing that is not the expected next record. No I/O of
+    its own (*buf* may be a read-only map of the file: only the records are copied)."""
     out: list[tuple[int, list[JournalRow]]] = []
     capacity = len(buf)
     wrapped = False
@@ -103,7 +106,8 @@ def read_records(
                 break
             offset, wrapped = RING_START, True
             continue
-        magic, crc, length, rec_epoch, first, count = RECORD_HEAD.unpack_from(buf, offset)
+        magic, crc, length, rec_epoch, first, count = RECORD_HEAD.unpack(
+            buf[offset: offset + RECORD_HEAD.size])
         end = offset + RECORD_HEAD.size + length
         if (magic != RECORD_MAGIC or rec_epoch != epoch or first != seq + 1
                 or end > capacity or length > MAX_RECORD_BYTES):
@@ -198,11 +202,12 @@ class Journal:
                     or not RING_START <= position.offset <= capacity):
                 os.close(fd)
                 return None
-            buf = _read_all(fd, capacity)
+            with mmap.mmap(fd, capacity, access=mmap.ACCESS_READ) as ring:
+                records, offset, seq = read_records(ring, epoch, position.offset,
+                                                    position.seq)
         except BaseException:
             os.close(fd)
             raise
-        records, offset, seq = read_records(buf, epoch, position.offset, position.seq)
         journal = cls(path, fd, epoch, capacity, offset, sync=sync)
         return journal, records, Position(epoch, offset, seq)
 
@@ -235,6 +240,18 @@ class Journal:
             return False
         return True
 
+    def _scrub(self, heads: list[int]) -> None:
+        """After a failed append: zero the heads it may have written. Its scans were
+        refused (503); were the record to reach the disk anyway (a flush that failed
+        once may succeed later), a restart after a kill would count them. Best effort:
+        if the disk refuses this too, the next append at the same place writes over it."""
+        for at in heads:
+            with contextlib.suppress(OSError):
+                os.pwrite(self._fd, bytes(RECORD_HEAD.size), at)
+        if self.sync:
+            with contextlib.suppress(OSError):
+                os.fdatasync(self._fd)
+
     def release(self, took: int) -> None:
         """The applier has stored records that took *took* bytes: their room is free."""
         with self._room:
@@ -243,19 +260,24 @@ class Journal:
 
     def append(self, first_seq: int, record: bytes) -> tuple[int, int]:
         """Write *record* (from ``frame``) and flush; returns (bytes it took, the offset
-        after it). On an error nothing moves: the next append writes over it."""
+        after it). On an error nothing moves: the next append writes over it, and what
+        this one wrote is scrubbed (``_scrub``)."""
         with self._room:
             took = self.room_for(record)
         at = self.offset
-        if at + len(record) > self.capacity:
-            if self.capacity - at >= RECORD_HEAD.size:
-                os.pwrite(self._fd, frame(self.epoch, first_seq, []), at)
-            at = RING_START
-        written = os.pwrite(self._fd, record, at)
-        if written != len(record):
-            raise OSError(f"short write to the journal: {written} of {len(record)} bytes")
-        if self.sync:
-            os.fdatasync(self._fd)
+        heads = [at]
+        try:
+            if at + len(record) > self.capacity:
+                if self.capacity - at >= RECORD_HEAD.size:
+                    _write_all(self._fd, frame(self.epoch, first_seq, []), at)
+                at = RING_START
+                heads.append(at)
+            _write_all(self._fd, record, at)
+            if self.sync:
+                os.fdatasync(self._fd)
+        except OSError:
+            self._scrub(heads)
+            raise
         self.offset = at + len(record)
         with self._room:
             self.unapplied_bytes += took
@@ -264,16 +286,10 @@ class Journal:
         return took, self.offset
 
 
-def _read_all(fd: int, size: int) -> bytes:
-    parts: list[bytes] = []
-    at = 0
-    while at < size:
-        chunk = os.pread(fd, min(1 << 22, size - at), at)
-        if not chunk:
-            break
-        parts.append(chunk)
-        at += len(chunk)
-    return b"".join(parts).ljust(size, b"\0")
+def _write_all(fd: int, data: bytes, at: int) -> None:
+    written = os.pwrite(fd, data, at)
+    if written != len(data):
+        raise OSError(f"short write to the journal: {written} of {len(data)} bytes")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -41,6 +41,9 @@ from edge.journal import (
     frame,
     position_decoder,
 )
+from edge.journal import (
+    FILE_NAME as JOURNAL_FILE,
+)
 from edge.model import Direction, Result, TicketInfo
 from sync.rules import Reason
 
@@ -78,6 +81,8 @@ APPLY_RETRY_MAX_S: Final = 30.0
 JOURNAL_FULL_WAIT_S: Final = 2.0
 """Longest the writer waits for room in the journal before failing a commit."""
 JOURNAL_META_KEY: Final = b"journal"
+BARRIER_CHECK_S: Final = 1.0
+"""How often the writer, waiting for the applier, checks that it still runs."""
 JOURNAL_BYTES: Final = DEFAULT_BYTES
 """Default size of the scan journal (``edge.journal``)."""
 
@@ -278,7 +283,7 @@ class GroupCommitter:
         """Called on the loop when scans are on disk, before their futures resolve."""
         self.on_applied: list[Callable[[ScanWrites], None]] = []
         """Called on the loop when scans are in the index (after ``on_durable``)."""
-        self.journal = self._open_journal(journal_bytes) if journal_bytes > 0 else None
+        self.journal = self._open_journal(journal_bytes)
         self.next_seq = index.last_key(index.scanlog) + 1
         self.commits = 0
         self.committed_ops = 0
@@ -482,7 +487,8 @@ class GroupCommitter:
         if len(record) > min(MAX_RECORD_BYTES, journal.capacity // 4):
             return self._through_applier(merged), None  # a huge offline batch
         try:
-            journal.wait_for_room(record, JOURNAL_FULL_WAIT_S)
+            if self._applier is not None and self._applier.is_alive():
+                journal.wait_for_room(record, JOURNAL_FULL_WAIT_S)
             took, end = journal.append(first, record)
         except (OSError, JournalFull) as exc:
             log.error("journal append of %d scans failed: %s", len(rows), exc)
@@ -496,7 +502,10 @@ class GroupCommitter:
     def _through_applier(self, merged: _Ops) -> BaseException | None:
         barrier = _Barrier(merged)
         self._apply_q.put(barrier)
-        barrier.done.wait()
+        applier = self._applier
+        while not barrier.done.wait(BARRIER_CHECK_S):
+            if applier is None or not applier.is_alive():
+                return CommitFailed("the journal's applier has stopped")
         if barrier.error is None:
             self.commits += 1
             self.committed_ops += len(merged)
@@ -508,7 +517,9 @@ class GroupCommitter:
         scanlog, states, answers = index.scanlog, index.state, index.answers
         seq = writes.first_seq
         for sid, entry, answer, ident, state in writes.rows:
-            put(u64(seq), entry, db=scanlog, append=True)
+            if not put(u64(seq), entry, db=scanlog, append=True):
+                # Two scans under one seq: one would vanish from the log unseen.
+                raise CommitFailed(f"scan log seq {seq} is not after the log's last")
             seq += 1
             if state is not None:
                 put(u64(ident), state, db=states)
@@ -521,10 +532,21 @@ class GroupCommitter:
         barrier comes, or ``APPLY_MAX_ROWS`` wait), until the writer's stop mark."""
         if self.sched_batch:
             _sched_batch_this_thread()
+        try:
+            self._apply_until_stopped()
+        except BaseException:
+            log.exception("the journal's applier stopped: scans stay in the journal until "
+                          "the next start, other writes fail")
+            raise
+        finally:
+            self._fail_barriers()
+
+    def _apply_until_stopped(self) -> None:
         q = self._apply_q
         pending: list[_Journaled] = []
         rows = 0
         due = 0.0
+        failing = False
         retry_s = APPLY_RETRY_S
         while True:
             item: _ApplyItem | _Resume
@@ -532,39 +554,53 @@ class GroupCommitter:
                 timeout = max(0.0, due - time.monotonic()) if pending else None
                 item = q.get(timeout=timeout)
             except queue.Empty:
-                item = _RESUME  # the interval is up
+                item = _RESUME  # the interval (or the wait after a failure) is up
             if isinstance(item, _Barrier):
                 try:
                     item.error = self._apply(pending, item.ops)
-                except BaseException as exc:  # never leave the writer waiting
-                    item.error = exc
-                    raise
-                finally:
+                finally:  # never leave the writer waiting
                     item.done.set()
-                rows = sum(len(w.rows) for j in pending for w in j.writes)
-                continue
-            if isinstance(item, _Journaled):
+            elif isinstance(item, _Journaled):
                 if not pending:
                     due = time.monotonic() + self.apply_interval_s
                 pending.append(item)
                 rows += sum(len(w.rows) for w in item.writes)
-                if rows < APPLY_MAX_ROWS:
+                if rows < APPLY_MAX_ROWS or failing:
                     continue
-            if pending:
                 self._apply(pending, [])
-                if pending:  # failed: kept, tried again later
-                    due = time.monotonic() + retry_s
-                    retry_s = min(retry_s * 2, APPLY_RETRY_MAX_S)
-                else:
-                    retry_s = APPLY_RETRY_S
-                    rows = 0
+            elif pending:  # the interval is up, or the stop mark
+                self._apply(pending, [])
+            if pending:  # not stored: kept (the journal has them), tried again later
+                failing = True
+                due = time.monotonic() + retry_s
+                retry_s = min(retry_s * 2, APPLY_RETRY_MAX_S)
+            else:
+                failing = False
+                retry_s = APPLY_RETRY_S
+                rows = 0
             if item is None:
                 return
+
+    def _fail_barriers(self) -> None:
+        """The applier is gone: fail the barriers waiting for it (``_through_applier``
+        also watches the thread, for those queued after this)."""
+        while True:
+            try:
+                item = self._apply_q.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Barrier):
+                item.error = CommitFailed("the journal's applier has stopped")
+                item.done.set()
 
     def _apply(self, pending: list[_Journaled], ops: _Ops) -> BaseException | None:
         """Store *pending* (emptied once stored) and run *ops* after them, in one
         transaction; returns the error for *ops*. If *ops* fail, the journaled scans are
-        stored without them; if those cannot be stored, they stay in *pending*."""
+        stored without them; if those cannot be stored, they stay in *pending*.
+
+        Only while *ops* run does the writer thread wait (a barrier): then, and only then,
+        this thread may give seqs out (``next_seq``); otherwise the writer is appending
+        meanwhile, and the journaled rows carry their own."""
         journal = self.journal
         assert journal is not None
         started = time.perf_counter()
@@ -594,11 +630,15 @@ class GroupCommitter:
                     txn.put(JOURNAL_META_KEY, log_encoder.encode(position),
                             db=self._index.meta)
             except lmdb.MapFullError:
-                self.next_seq = seq_before
-                self._grow_from_loop()
-            except Exception as exc:  # an I/O failure or a bug
-                self.next_seq = seq_before
                 if with_ops:
+                    self.next_seq = seq_before
+                try:
+                    self._grow_from_loop()
+                except RuntimeError:  # the loop is closed: nobody can grow the map now
+                    break
+            except Exception as exc:  # an I/O failure or a bug
+                if with_ops:
+                    self.next_seq = seq_before
                     log.exception("commit of %d operations failed", len(ops))
                     ops_error, with_ops = exc, False
                     continue  # the journaled scans alone
@@ -609,8 +649,10 @@ class GroupCommitter:
             else:
                 self._applied_now(pending, started)
                 return ops_error
-        error = CommitFailed("the map could not grow enough")
-        return error if ops else None
+        if pending:
+            self.apply_failures += 1
+            log.error("storing journaled scans in the index failed: the map could not grow")
+        return ops_error or (CommitFailed("the map could not grow enough") if ops else None)
 
     def _applied_now(self, pending: list[_Journaled], started: float) -> None:
         journal = self.journal
@@ -634,9 +676,10 @@ class GroupCommitter:
 
     # -- the journal at start --------------------------------------------------------
 
-    def _open_journal(self, capacity: int) -> Journal:
-        """The index's journal; what it holds past the applied position is stored in
-        the index first. A missing or foreign file is replaced by a new one."""
+    def _open_journal(self, capacity: int) -> Journal | None:
+        """The index's journal (None when *capacity* is 0); what the journal on disk
+        holds past the applied position is stored in the index first, also when the
+        journal is being turned off. A missing or foreign file is replaced."""
         index = self._index
         raw = index.get_meta(JOURNAL_META_KEY.decode())
         position: Position | None = None
@@ -649,28 +692,35 @@ class GroupCommitter:
                   if position is not None else None)
         if opened is not None:
             journal, records, end = opened
-            if records:
-                self._recover(journal, records, end)
-            if journal.capacity == max(capacity, MIN_BYTES):
+            stored = not records or self._recover(records, end)
+            if stored and capacity > 0 and journal.capacity == max(capacity, MIN_BYTES):
                 return journal
-            journal.close()  # resized: everything is in the index now
+            journal.close()  # resized, turned off, or not this index's log: replaced
         elif position is not None:
             log.warning("the journal file is missing or is not this index's; scans it "
                         "held past the last store (if any) are lost; starting a new one")
+        if capacity <= 0:
+            if raw is not None:
+                _write_at_start(index, lambda txn: txn.delete(JOURNAL_META_KEY, db=index.meta))
+            (index.path / JOURNAL_FILE).unlink(missing_ok=True)
+            return None
         journal, start = Journal.create(index.path, capacity, index.last_key(index.scanlog),
                                         sync=index.sync)
         _write_at_start(index, lambda txn: txn.put(
             JOURNAL_META_KEY, log_encoder.encode(start), db=index.meta))
         return journal
 
-    def _recover(self, journal: Journal, records: list[tuple[int, list[JournalRow]]],
-                 end: Position) -> None:
+    def _recover(self, records: list[tuple[int, list[JournalRow]]], end: Position) -> bool:
+        """Store what the journal held past the applied position; False if it cannot
+        belong to this index's log (its seqs are taken: an old copy of the data put
+        back, say), when it is left out and the journal must be replaced."""
         index = self._index
         last = index.last_key(index.scanlog)
         if records[0][0] <= last:
             log.warning("the journal's scans from seq %d are older than the index's log "
                         "(up to %d): not applied", records[0][0], last)
-            return
+            return False
+
         def store(txn: Any) -> None:
             for first, rows in records:
                 writes = ScanWrites(rows)
@@ -681,6 +731,7 @@ class GroupCommitter:
         _write_at_start(index, store)
         self.recovered_scans = sum(len(rows) for _first, rows in records)
         log.info("stored %d scans from the journal in the index", self.recovered_scans)
+        return True
 
     def _commit_once(self, batch: _Ops) -> BaseException | None:
         for _attempt in range(8):
@@ -751,14 +802,16 @@ class GroupCommitter:
         if error is not None:
             _resolve(batch, error)
             return
-        for op, _fut in batch:
-            if isinstance(op, ScanWrites):
-                for durable in self.on_durable:
-                    durable(op)
-                if applied:
-                    for stored in self.on_applied:
-                        stored(op)
-        _resolve(batch, None)
+        try:
+            for op, _fut in batch:
+                if isinstance(op, ScanWrites):
+                    for durable in self.on_durable:
+                        durable(op)
+                    if applied:
+                        for stored in self.on_applied:
+                            stored(op)
+        finally:  # a failing hook must not leave the callers waiting
+            _resolve(batch, None)
         if applied:
             for hook in self.after_commit:
                 hook()

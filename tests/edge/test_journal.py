@@ -184,8 +184,10 @@ async def test_journaled_scans_older_than_the_index_log_are_not_applied(
 ) -> None:
     """A position that says the journal holds seqs the index's log already has (an old
     copy of the data directory put back, say): storing them would put two scans under
-    one seq; they are left alone."""
-    code = venue.add_ticket("t")
+    one seq; they are left alone, and the journal is replaced, so that the scans
+    journaled from now on are found at the next start (review: they were appended
+    behind the old records, where a restart never read)."""
+    code, other = venue.add_ticket("t"), venue.add_ticket("u")
     async with scan_service(tmp_path, venue, apply_interval_s=1.0) as service:
         assert (await service.scan(ScanRequest("1", code, "main"))).reason == "ok"
     data = tmp_path / "node"
@@ -193,15 +195,28 @@ async def test_journaled_scans_older_than_the_index_log_are_not_applied(
     try:
         raw = index.get_meta(JOURNAL_META_KEY.decode())
         assert raw is not None
+        old = position_decoder.decode(raw)
         with index.env.begin(write=True, db=index.meta) as txn:  # rewind the position
-            epoch = position_decoder.decode(raw).epoch
-            txn.put(JOURNAL_META_KEY, log_encoder.encode(Position(epoch, RING_START, 0)))
+            txn.put(JOURNAL_META_KEY, log_encoder.encode(Position(old.epoch, RING_START, 0)))
         committer = GroupCommitter(index, asyncio.get_running_loop())
         assert committer.recovered_scans == 0
         assert index.counts()["scanlog"] == 1
+        raw = index.get_meta(JOURNAL_META_KEY.decode())
+        assert raw is not None
+        fresh = position_decoder.decode(raw)
+        assert fresh.epoch != old.epoch and (fresh.offset, fresh.seq) == (RING_START, 1)
+        # A scan journaled now is found by the next start.
+        committer.apply_interval_s = 60.0
+        committer.start()
+        service = ScanService(index, committer)
+        assert (await service.scan(ScanRequest("2", other, "main"))).reason == "ok"
         assert committer.journal is not None
-        committer.journal.close()
+        opened = Journal.open_existing(data, fresh)
+        assert opened is not None
+        opened[0].close()
+        assert [first for first, _rows in opened[1]] == [2]
     finally:
+        await committer.stop()
         index.close()
 
 

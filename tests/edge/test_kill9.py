@@ -51,12 +51,17 @@ async def scan(session, url, scan_id, code):
         return await resp.json()
 
 
-@pytest.mark.parametrize("extra", [
-    (),  # the journal, stored in the index every 50 ms
-    ("--apply-interval-ms", "1000"),  # most answered scans only in the journal at the kill
-    ("--journal-mb", "0"),  # scans committed straight to the index
-], ids=["journal", "journal-only", "no-journal"])
-async def test_sigkill_mid_load_loses_no_accepted_scan(tmp_path, extra):
+JOURNAL_ONLY = ("--apply-interval-ms", "1000")
+"""Most answered scans are only in the journal when the node is killed."""
+
+
+@pytest.mark.parametrize(("extra", "restart"), [
+    ((), ()),  # the journal, stored in the index every 50 ms
+    (JOURNAL_ONLY, JOURNAL_ONLY),
+    (("--journal-mb", "0"), ("--journal-mb", "0")),  # scans committed straight to the index
+    (JOURNAL_ONLY, ("--journal-mb", "0")),  # restarted without the journal: still stored
+], ids=["journal", "journal-only", "no-journal", "journal-turned-off"])
+async def test_sigkill_mid_load_loses_no_accepted_scan(tmp_path, extra, restart):
     venue = make_venue()
     codes = [venue.add_ticket(f"t{i}") for i in range(TICKETS)]
     data = tmp_path / "node"
@@ -93,12 +98,13 @@ async def test_sigkill_mid_load_loses_no_accepted_scan(tmp_path, extra):
             assert proc.returncode == -signal.SIGKILL
             assert 300 <= len(answered) < len(jobs), "the kill must land mid-load"
 
-            proc = start_node(data, port, extra)
+            proc = start_node(data, port, restart)
             await wait_ready(session, url, proc)
             async with session.get(url + "/api/v1/status", headers=HEADERS) as resp:
                 journal = (await resp.json())["commits"]["journal"]
-            if "--journal-mb" in extra:
+            if "--journal-mb" in restart:
                 assert journal is None
+                assert not (data / "journal").exists()
             elif "--apply-interval-ms" in extra:
                 # The kill came well within a second of the first answers.
                 assert journal["recovered_scans"] > 0
