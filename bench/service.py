@@ -3,7 +3,8 @@
 ``python -m bench service --tickets N --scans S --concurrency 1,8,64``
 
 The node's scan path minus aiohttp: the benchmark dataset imported into a fresh LMDB
-directory, the real ``GroupCommitter`` (writer thread, fsynced commits), and *S* scans
+directory, the real ``GroupCommitter`` (writer and applier threads, the scan journal,
+fsynced commits; ``--journal-mb 0`` without the journal), and *S* scans
 of ``bench scan``'s mix sent by *C* concurrent callers, each awaiting its answer and
 encoding it as the API would. One process on one pinned core, so ``cpu_us`` (all
 threads, kernel work of the fsyncs included) is what the node spends per scan beside
@@ -36,7 +37,7 @@ WARMUP_SCANS = 1000
 
 
 async def measure(
-    data: Path, gates: dict[str, Any], bodies: list[bytes], conc: int
+    data: Path, gates: dict[str, Any], bodies: list[bytes], conc: int, journal_bytes: int
 ) -> dict[str, Any]:
     from edge.api import ScanBody, render
     from edge.index import Index
@@ -46,7 +47,7 @@ async def measure(
     from edge.scanlog import GroupCommitter
 
     index = Index(data)
-    committer = GroupCommitter(index, asyncio.get_running_loop())
+    committer = GroupCommitter(index, asyncio.get_running_loop(), journal_bytes=journal_bytes)
     committer.start()
     try:
         service = ScanService(index, committer)
@@ -74,12 +75,14 @@ async def measure(
         written0 = disk_writes(data)
         cpu0, loop0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
         await run(WARMUP_SCANS, len(reqs))
+        # The journaled scans stored in the index too: the applier's work counts.
+        await committer.flush()
         cpu = time.process_time() - cpu0
         loop_cpu = time.thread_time() - loop0
         wall = time.perf_counter() - wall0
         n = len(reqs) - WARMUP_SCANS
         disk = disk_per_request(data, written0, n)
-        commits = committer.commits - commits
+        commits = committer.commits - commits - 1  # not the flush
         return {
             "concurrency": conc,
             "scans": n,
@@ -115,6 +118,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scan-ids", choices=("ordered", "uuid"), default="ordered",
                         help="the scan_ids devices send (see scan_id)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--journal-mb", type=float, default=None,
+                        help="the scan journal's size (default: the node's; 0: none)")
     parser.add_argument(
         "--work", type=Path, default=Path("bench-data"), help="datasets and run files"
     )
@@ -130,6 +135,10 @@ def main(args: argparse.Namespace) -> int:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     gc.set_threshold(*GC_THRESHOLDS)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    from edge.scanlog import JOURNAL_BYTES
+
+    journal_bytes = (JOURNAL_BYTES if args.journal_mb is None
+                     else int(args.journal_mb * (1 << 20)))
     args.work.mkdir(parents=True, exist_ok=True)
     snapshot, codes, gates_path, _info = dataset_for(args.work, args.tickets, args.seed)
     gates: dict[str, Any] = msgspec.json.decode(gates_path.read_bytes())
@@ -152,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
                 for i, line in enumerate(scan_lines(pools, count, rng)[:count])
             ]
             note(f"service: {len(bodies)} scans at concurrency {conc}")
-            results.append(uvloop.run(measure(data, gates, bodies, conc)))
+            results.append(uvloop.run(measure(data, gates, bodies, conc, journal_bytes)))
             shutil.rmtree(data)
     for r in results:
         note(
@@ -160,7 +169,8 @@ def main(args: argparse.Namespace) -> int:
             f"({r['loop_us']} on the loop), {r['scans_per_commit']} scans per commit, "
             f"disk {r['disk_write_kb']} KB in {r['disk_writes']} writes per scan"
         )
-    emit({"tickets": args.tickets, "scan_ids": args.scan_ids, "levels": results})
+    emit({"tickets": args.tickets, "scan_ids": args.scan_ids, "journal_bytes": journal_bytes,
+          "levels": results})
     return 0
 
 
