@@ -4,7 +4,8 @@ Names: ``dataset`` (snapshot + CODES.jsonl + gates.json), ``decide`` (pure decis
 function), ``scan`` (node vs bare aiohttp baseline under wrk), ``baseline`` (the bare
 server alone, also ``python -m bench.baseline``), ``sync`` (a node bootstrapping from a
 real core, and change propagation core -> node), ``service`` (CPU per scan of the node's
-own work, without HTTP), ``ab`` (two node configurations alternated at a fixed rate).
+own work, without HTTP), ``ab`` (two node configurations alternated at a fixed rate),
+``commit`` (one durable commit: LMDB against the scan journal).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench import ab, baseline, dataset, decide, scan, service, sync
+    from bench import ab, baseline, commit, dataset, decide, scan, service, sync
 
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True)
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         "sync": sync,
         "service": service,
         "ab": ab,
+        "commit": commit,
     }
     for name, module in commands.items():
         doc = (module.__doc__ or "").strip().splitlines()[0]

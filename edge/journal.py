@@ -2,9 +2,10 @@
 
 An LMDB commit flushes twice (its data pages, then its meta page), and a commit of scans
 dirties pages all over the file (each ticket's state page, the log's and the answers'
-last pages, the branch pages above them): on the reference VM a commit of 3 to 9 scans
-cost 320-370 us of CPU and 0.7-0.9 ms, where appending the same rows to a file and
-flushing it once cost 70-90 us and 0.2-0.3 ms (``bench/RESULTS.md``). So the group
+last pages, the branch pages above them): on the reference VM a commit of 1 to 9 scans
+cost 230-370 us of CPU and 0.6-0.9 ms, where appending the same rows to a file and
+flushing it once cost 110-120 us and 0.25-0.3 ms (``python -m bench commit``,
+``bench/RESULTS.md``). So the group
 committer appends each group of scans here as one record and answers once it is
 flushed; its applier thread copies the rows into LMDB in larger, fully synced
 transactions a few times a second, and stores in ``meta`` (key ``journal``) how far

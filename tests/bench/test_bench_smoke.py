@@ -169,3 +169,13 @@ def test_service_measures_the_scan_path_with_random_scan_ids(tmp_path: Path) -> 
     assert level["cpu_us"] > 0 and level["scans_per_commit"] >= 1
     if disk_writes(tmp_path) != (0, 0):  # a block device: every commit was written there
         assert level["disk_write_kb"] > 0 and level["disk_writes"] > 0
+
+
+def test_commit_compares_lmdb_and_the_journal_on_this_disk(tmp_path: Path) -> None:
+    figures = run_bench("commit", "--scans", "1,4", "--commits", "20", "--tickets", "500",
+                        "--work", str(tmp_path))
+    assert [level["scans"] for level in figures["levels"]] == [1, 4]
+    for level in figures["levels"]:
+        for store in ("lmdb", "journal"):
+            assert level[store]["cpu_us"] > 0 and level[store]["wall_ms"] > 0
+    assert list(tmp_path.iterdir()) == []  # the scratch directory is gone
