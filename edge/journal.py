@@ -177,6 +177,7 @@ class Journal:
             _fsync_dir(folder)
         except BaseException:
             os.close(fd)
+            tmp.unlink(missing_ok=True)
             raise
         return cls(path, fd, epoch, capacity, RING_START, sync=sync), Position(
             epoch, RING_START, offset_seq)
@@ -199,8 +200,8 @@ class Journal:
                 os.close(fd)
                 return None
             magic, epoch, capacity = FILE_HEAD.unpack(head)
-            if (magic != FILE_MAGIC or epoch != position.epoch or capacity != size
-                    or not RING_START <= position.offset <= capacity):
+            if (magic != FILE_MAGIC or epoch != position.epoch or size < capacity
+                    or capacity < MIN_BYTES or not RING_START <= position.offset <= capacity):
                 os.close(fd)
                 return None
             with mmap.mmap(fd, capacity, access=mmap.ACCESS_READ) as ring:
@@ -232,9 +233,9 @@ class Journal:
     def wait_for_room(self, record: bytes, timeout_s: float) -> None:
         """Wait up to *timeout_s* for the applier to make room for *record*."""
         with self._room:
-            self._room.wait_for(lambda: self._fits(record), timeout_s)
+            self._room.wait_for(lambda: self.fits(record), timeout_s)
 
-    def _fits(self, record: bytes) -> bool:
+    def fits(self, record: bytes) -> bool:
         try:
             self.room_for(record)
         except JournalFull:
@@ -242,7 +243,8 @@ class Journal:
         return True
 
     def _scrub(self, heads: list[int]) -> None:
-        """After a failed append: zero the heads it may have written. Its scans were
+        """After a failed append: zero the heads it may have written (never past the
+        ring's end: the file keeps its size). Its scans were
         refused (503); were the record to reach the disk anyway (a flush that failed
         once may succeed later), a restart after a kill would count them. Best effort:
         if the disk refuses this too, the next append at the same place writes over it."""
@@ -266,13 +268,14 @@ class Journal:
         with self._room:
             took = self.room_for(record)
         at = self.offset
-        heads = [at]
+        heads: list[int] = []
         try:
             if at + len(record) > self.capacity:
                 if self.capacity - at >= RECORD_HEAD.size:
+                    heads.append(at)
                     _write_all(self._fd, frame(self.epoch, first_seq, []), at)
                 at = RING_START
-                heads.append(at)
+            heads.append(at)
             _write_all(self._fd, record, at)
             if self.sync:
                 os.fdatasync(self._fd)

@@ -53,7 +53,7 @@ COMMIT_BUCKETS_S: Final = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.
 """Upper bounds of the commit-duration histogram (the last catches everything)."""
 MAX_BATCH: Final = 4096
 """Most operations merged into one transaction by the writer thread."""
-STOP_TIMEOUT_S: Final = 10.0
+STOP_TIMEOUT_S: Final = 30.0
 COMMIT_INTERVAL_S: Final = 0.0
 """Least time between the starts of two commits (a group commit delay; off by default).
 
@@ -77,7 +77,7 @@ APPLY_MAX_ROWS: Final = 8192
 """The applier copies at once when this many scans wait."""
 APPLY_RETRY_S: Final = 1.0
 """First wait after the applier failed to store rows (doubling, up to ``APPLY_RETRY_MAX_S``)."""
-APPLY_RETRY_MAX_S: Final = 30.0
+APPLY_RETRY_MAX_S: Final = 5.0
 JOURNAL_FULL_WAIT_S: Final = 2.0
 """Longest the writer waits for room in the journal before failing a commit."""
 JOURNAL_META_KEY: Final = b"journal"
@@ -193,7 +193,8 @@ class _Barrier:
         self.done = threading.Event()
 
 
-_ApplyItem = _Journaled | _Barrier | None
+_ApplyItem = _Journaled | _Barrier | _Resume | None
+"""Journaled scans, a barrier, a kick (store now), or the stop mark."""
 
 
 class Commit(asyncio.Future[None]):
@@ -348,6 +349,8 @@ class GroupCommitter:
     async def stop(self) -> None:
         """Commit what is queued, refuse what comes after, and stop the thread."""
         if self._closed or self._thread is None or self._stopped is None:
+            if self._thread is None and self.journal is not None:
+                self.journal.close()  # never started
             return
         self._hand_over()
         self._closed = True
@@ -370,9 +373,9 @@ class GroupCommitter:
         finally:
             if self._applier is not None:
                 self._apply_q.put(None)
-                self._applier.join(STOP_TIMEOUT_S)
-            if self.journal is not None and (self._applier is None
-                                             or not self._applier.is_alive()):
+                # Until it is done: the index must not close under its transaction.
+                self._applier.join()
+            if self.journal is not None:
                 self.journal.close()
             with contextlib.suppress(RuntimeError):
                 self.loop.call_soon_threadsafe(_set_done, self._stopped)
@@ -487,7 +490,9 @@ class GroupCommitter:
         if len(record) > min(MAX_RECORD_BYTES, journal.capacity // 4):
             return self._through_applier(merged), None  # a huge offline batch
         try:
-            if self._applier is not None and self._applier.is_alive():
+            if self._applier is not None and self._applier.is_alive() and not journal.fits(
+                    record):
+                self._apply_q.put(_RESUME)  # store now, even while backing off a failure
                 journal.wait_for_room(record, JOURNAL_FULL_WAIT_S)
             took, end = journal.append(first, record)
         except (OSError, JournalFull) as exc:
@@ -549,7 +554,7 @@ class GroupCommitter:
         failing = False
         retry_s = APPLY_RETRY_S
         while True:
-            item: _ApplyItem | _Resume
+            item: _ApplyItem
             try:
                 timeout = max(0.0, due - time.monotonic()) if pending else None
                 item = q.get(timeout=timeout)
@@ -558,6 +563,9 @@ class GroupCommitter:
             if isinstance(item, _Barrier):
                 try:
                     item.error = self._apply(pending, item.ops)
+                except BaseException as exc:
+                    item.error = exc
+                    raise
                 finally:  # never leave the writer waiting
                     item.done.set()
             elif isinstance(item, _Journaled):
@@ -669,8 +677,7 @@ class GroupCommitter:
 
     def _applied(self, writes: list[ScanWrites]) -> None:
         for w in writes:
-            for applied in self.on_applied:
-                applied(w)
+            _call_hooks(self.on_applied, w)
         for hook in self.after_commit:
             hook()
 
@@ -690,22 +697,46 @@ class GroupCommitter:
                 log.warning("unreadable journal position in the index; starting a new journal")
         opened = (Journal.open_existing(index.path, position, sync=index.sync)
                   if position is not None else None)
+        old: Journal | None = None
         if opened is not None:
             journal, records, end = opened
-            stored = not records or self._recover(records, end)
+            try:
+                if records:
+                    stored = self._recover(records, end)
+                else:
+                    stored = True
+                    if end != position:  # a lone wrap mark: the next record goes first
+                        _write_at_start(index, lambda txn: txn.put(
+                            JOURNAL_META_KEY, log_encoder.encode(end), db=index.meta))
+            except BaseException:
+                journal.close()
+                raise
             if stored and capacity > 0 and journal.capacity == max(capacity, MIN_BYTES):
                 return journal
-            journal.close()  # resized, turned off, or not this index's log: replaced
+            if stored and capacity > 0:
+                old = journal  # resized: kept if the new file cannot be made
+            else:
+                journal.close()  # turned off, or not this index's log: replaced
         elif position is not None:
-            log.warning("the journal file is missing or is not this index's; scans it "
-                        "held past the last store (if any) are lost; starting a new one")
+            log.warning("the journal file does not match the index (missing, restored "
+                        "without it, or its creation was interrupted): starting a new one; "
+                        "scans it held past the last store, if any, are not in the index")
         if capacity <= 0:
             if raw is not None:
                 _write_at_start(index, lambda txn: txn.delete(JOURNAL_META_KEY, db=index.meta))
             (index.path / JOURNAL_FILE).unlink(missing_ok=True)
             return None
-        journal, start = Journal.create(index.path, capacity, index.last_key(index.scanlog),
-                                        sync=index.sync)
+        try:
+            journal, start = Journal.create(index.path, capacity,
+                                            index.last_key(index.scanlog), sync=index.sync)
+        except OSError:
+            if old is None:
+                raise
+            log.exception("could not make a journal of %d bytes; keeping the one of %d",
+                          capacity, old.capacity)
+            return old
+        if old is not None:
+            old.close()
         _write_at_start(index, lambda txn: txn.put(
             JOURNAL_META_KEY, log_encoder.encode(start), db=index.meta))
         return journal
@@ -802,16 +833,12 @@ class GroupCommitter:
         if error is not None:
             _resolve(batch, error)
             return
-        try:
-            for op, _fut in batch:
-                if isinstance(op, ScanWrites):
-                    for durable in self.on_durable:
-                        durable(op)
-                    if applied:
-                        for stored in self.on_applied:
-                            stored(op)
-        finally:  # a failing hook must not leave the callers waiting
-            _resolve(batch, None)
+        for op, _fut in batch:
+            if isinstance(op, ScanWrites):
+                _call_hooks(self.on_durable, op)
+                if applied:
+                    _call_hooks(self.on_applied, op)
+        _resolve(batch, None)
         if applied:
             for hook in self.after_commit:
                 hook()
@@ -857,6 +884,16 @@ def _sched_batch_this_thread() -> None:
         os.sched_setscheduler(0, policy, os.sched_param(0))
     except OSError as exc:
         log.warning("writer thread keeps the default scheduling policy: %s", exc)
+
+
+def _call_hooks(hooks: list[Callable[[ScanWrites], None]], writes: ScanWrites) -> None:
+    """Each hook on its own: one that fails (a bug) must not keep the others, or the
+    batch's waiters, from their part."""
+    for hook in hooks:
+        try:
+            hook(writes)
+        except Exception:
+            log.exception("scan hook %r failed", hook)
 
 
 def _nothing(_txn: Any, _committer: GroupCommitter) -> None:

@@ -271,3 +271,72 @@ async def test_journaled_scans_count_before_the_index_has_them(
         await service.committer.flush()
         assert service.index.state_of(venue.ids["u"]).entries == 1
         assert not service.unapplied_state and not service.unapplied_answers
+
+
+async def test_a_full_ring_gets_the_applier_to_store_at_once(
+    tmp_path: Path, venue: Venue
+) -> None:
+    """The applier would wait a minute; the writer, out of room, asks it to store now,
+    so no scan waits for the room or fails (review: every commit waited 2 s for room
+    and then failed while the applier slept through its interval or a back-off)."""
+    codes = [venue.add_ticket(f"t{i}") for i in range(400)]
+    async with scan_service(tmp_path, venue, journal_bytes=MIN_BYTES,
+                            apply_interval_s=60.0) as service:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for start in range(0, 400, 20):
+            answers = await asyncio.gather(*(
+                service.scan(ScanRequest(f"{i}-" + "x" * 100, codes[i], "main"))
+                for i in range(start, start + 20)
+            ))
+            assert {a.reason for a in answers} == {"ok"}
+        assert service.committer.applies > 0
+        assert loop.time() - started < 10  # no commit waited out JOURNAL_FULL_WAIT_S twice
+
+
+async def test_a_lone_wrap_mark_at_the_applied_position_moves_it_to_the_ring_start(
+    tmp_path: Path, venue: Venue
+) -> None:
+    """A power cut kept a wrap mark but not the record after it. The next records go at
+    the ring's start: the stored position must say so, or the bytes from the mark to
+    the end would be written over unaccounted for, and a later restart would look for
+    the journal where it no longer is (review)."""
+    venue.add_ticket("t")
+    async with scan_service(tmp_path, venue):
+        pass
+    data = tmp_path / "node"
+    index = Index(data)
+    try:
+        raw = index.get_meta(JOURNAL_META_KEY.decode())
+        assert raw is not None
+        epoch = position_decoder.decode(raw).epoch
+        capacity = (data / FILE_NAME).stat().st_size
+        at = capacity - 100
+        fd = os.open(data / FILE_NAME, os.O_WRONLY)
+        try:
+            os.pwrite(fd, frame(epoch, 1, []), at)
+        finally:
+            os.close(fd)
+        with index.env.begin(write=True, db=index.meta) as txn:
+            txn.put(JOURNAL_META_KEY, log_encoder.encode(Position(epoch, at, 0)))
+        committer = GroupCommitter(index, asyncio.get_running_loop())
+        assert committer.journal is not None
+        assert committer.journal.offset == RING_START
+        raw = index.get_meta(JOURNAL_META_KEY.decode())
+        assert raw is not None
+        assert position_decoder.decode(raw) == Position(epoch, RING_START, 0)
+        await committer.stop()  # never started: closes the journal
+    finally:
+        index.close()
+
+
+def test_a_journal_file_longer_than_its_ring_is_still_read(tmp_path: Path) -> None:
+    journal, start = Journal.create(tmp_path, MIN_BYTES, 0)
+    journal.append(1, frame(journal.epoch, 1, rows(1, 2)))
+    journal.close()
+    with (tmp_path / FILE_NAME).open("ab") as fh:
+        fh.write(bytes(10))
+    opened = Journal.open_existing(tmp_path, start)
+    assert opened is not None
+    opened[0].close()
+    assert [first for first, _r in opened[1]] == [1]
