@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
+import lmdb
 import msgspec
 from aiohttp import web
 
@@ -246,5 +247,11 @@ def main(argv: list[str] | None = None) -> int:
             serve_blocking(config)
     except DataDirBusy as exc:
         print(f"serve refused: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, lmdb.Error) as exc:
+        # The data directory or its disk (full, read-only, not ours): say so, not a
+        # traceback. Bugs raise other exceptions, and keep their traceback.
+        log.debug("serve failed", exc_info=True)
+        print(f"serve failed: cannot use the data in {args.data}: {exc}", file=sys.stderr)
         return 2
     return 0

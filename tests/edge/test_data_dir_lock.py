@@ -42,3 +42,19 @@ async def test_second_node_and_import_refused_while_a_node_runs(tmp_path, venue)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_journal_that_cannot_be_made_stops_serve_with_a_clear_message(tmp_path, venue):
+    """The node cannot make its scan journal (here a directory is in the way, as a full
+    or read-only disk would refuse it): exit 2 with what and where, no traceback."""
+    venue.add_ticket("t")
+    data = tmp_path / "node"
+    import_file(data, venue.write(tmp_path / "venue.snap"))
+    (data / "journal.new").mkdir()
+    refused = edge_cli("serve", "--data", str(data), "--port", str(free_port()),
+                       "--admin-token", TOKEN)
+    assert refused.returncode == 2
+    assert "serve failed" in refused.stderr and "journal.new" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    # Nothing half-made was left in the journal's place.
+    assert not (data / "journal").exists()
