@@ -516,6 +516,17 @@ class GroupCommitter:
             self.committed_ops += len(merged)
         return barrier.error
 
+    def _run_ops(self, txn: Any, ops: _Ops) -> None:
+        """*ops* in order in *txn*; scans get their seqs here (the caller owns
+        ``next_seq`` meanwhile and gives it back if the transaction fails)."""
+        for op, _fut in ops:
+            if isinstance(op, ScanWrites):
+                op.first_seq = self.next_seq
+                self.next_seq += len(op.rows)
+                self._put_rows(txn, op)
+            else:
+                op(txn, self)
+
     def _put_rows(self, txn: Any, writes: ScanWrites) -> None:
         index = self._index
         put = txn.put
@@ -623,13 +634,7 @@ class GroupCommitter:
                             self._put_rows(txn, writes)
                     if with_ops:
                         # The writer thread waits: every journaled scan is in *pending*.
-                        for op, _fut in ops:
-                            if isinstance(op, ScanWrites):
-                                op.first_seq = self.next_seq
-                                self.next_seq += len(op.rows)
-                                self._put_rows(txn, op)
-                            else:
-                                op(txn, self)
+                        self._run_ops(txn, ops)
                         position = Position(journal.epoch, journal.offset, self.next_seq - 1)
                     elif pending:
                         position = Position(journal.epoch, pending[-1].end, pending[-1].last_seq)
@@ -769,13 +774,7 @@ class GroupCommitter:
             seq_before = self.next_seq
             try:
                 with self._index.env.begin(write=True) as txn:
-                    for op, _fut in batch:
-                        if isinstance(op, ScanWrites):
-                            op.first_seq = self.next_seq
-                            self.next_seq += len(op.rows)
-                            self._put_rows(txn, op)
-                        else:
-                            op(txn, self)
+                    self._run_ops(txn, batch)
             except lmdb.MapFullError:
                 self.next_seq = seq_before
                 self._grow_from_loop()

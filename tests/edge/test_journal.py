@@ -121,10 +121,16 @@ def test_the_ring_never_overwrites_what_is_not_applied(tmp_path: Path) -> None:
         journal.close()
 
 
-def test_a_journal_of_another_index_is_not_read(tmp_path: Path) -> None:
-    journal, _start = Journal.create(tmp_path, MIN_BYTES, 0)
+def one_record(folder: Path) -> tuple[Journal, Position]:
+    """A closed journal file in *folder* holding one record (seqs 1-2), its start."""
+    journal, start = Journal.create(folder, MIN_BYTES, 0)
     journal.append(1, frame(journal.epoch, 1, rows(1, 2)))
     journal.close()
+    return journal, start
+
+
+def test_a_journal_of_another_index_is_not_read(tmp_path: Path) -> None:
+    journal, _start = one_record(tmp_path)
     assert Journal.open_existing(tmp_path, Position(journal.epoch + 1, RING_START, 0)) is None
     (tmp_path / FILE_NAME).unlink()
     assert Journal.open_existing(tmp_path, Position(journal.epoch, RING_START, 0)) is None
@@ -331,9 +337,7 @@ async def test_a_lone_wrap_mark_at_the_applied_position_moves_it_to_the_ring_sta
 
 
 def test_a_journal_file_longer_than_its_ring_is_still_read(tmp_path: Path) -> None:
-    journal, start = Journal.create(tmp_path, MIN_BYTES, 0)
-    journal.append(1, frame(journal.epoch, 1, rows(1, 2)))
-    journal.close()
+    _journal, start = one_record(tmp_path)
     with (tmp_path / FILE_NAME).open("ab") as fh:
         fh.write(bytes(10))
     opened = Journal.open_existing(tmp_path, start)
