@@ -182,6 +182,18 @@ class Journal:
         return cls(path, fd, epoch, capacity, RING_START, sync=sync), Position(
             epoch, RING_START, offset_seq)
 
+    @staticmethod
+    def never_written(folder: Path) -> bool:
+        """True if *folder* holds a journal file with no record in it: one made by a
+        start that stopped before the index had its position (nothing can be lost)."""
+        try:
+            with (folder / FILE_NAME).open("rb") as fh:
+                head = fh.read(RING_START + RECORD_HEAD.size)
+        except OSError:
+            return False
+        return (len(head) == RING_START + RECORD_HEAD.size and head.startswith(FILE_MAGIC)
+                and not any(head[RING_START:]))
+
     @classmethod
     def open_existing(cls, folder: Path, position: Position, *, sync: bool = True
                       ) -> tuple[Journal, list[tuple[int, list[JournalRow]]], Position] | None:

@@ -722,10 +722,12 @@ class GroupCommitter:
                 old = journal  # resized: kept if the new file cannot be made
             else:
                 journal.close()  # turned off, or not this index's log: replaced
+        elif position is not None and Journal.never_written(index.path):
+            log.info("the journal was being made when the node last stopped: made again")
         elif position is not None:
-            log.warning("the journal file does not match the index (missing, restored "
-                        "without it, or its creation was interrupted): starting a new one; "
-                        "scans it held past the last store, if any, are not in the index")
+            log.warning("the journal file does not match the index (missing, or restored "
+                        "without it): starting a new one; scans it held past the last "
+                        "store, if any, are not in the index")
         if capacity <= 0:
             if raw is not None:
                 _write_at_start(index, lambda txn: txn.delete(JOURNAL_META_KEY, db=index.meta))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from pathlib import Path
 
@@ -344,3 +345,32 @@ def test_a_journal_file_longer_than_its_ring_is_still_read(tmp_path: Path) -> No
     assert opened is not None
     opened[0].close()
     assert [first for first, _r in opened[1]] == [1]
+
+
+async def test_a_journal_whose_making_was_interrupted_is_made_again_quietly(
+    tmp_path: Path, venue: Venue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A start that stopped between making a new journal file and storing its position
+    lost nothing: no warning about lost scans. A journal of another index is warned of."""
+    venue.add_ticket("t")
+    async with scan_service(tmp_path, venue):
+        pass
+    data = tmp_path / "node"
+    Journal.create(data, MIN_BYTES, 0)[0].close()  # a new file, its position never stored
+    index = Index(data)
+    try:
+        with caplog.at_level(logging.INFO, logger="edge.scanlog"):
+            committer = GroupCommitter(index, asyncio.get_running_loop())
+            await committer.stop()
+        assert "made again" in caplog.text
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        caplog.clear()
+        (tmp_path / "elsewhere").mkdir()
+        one_record(tmp_path / "elsewhere")
+        os.replace(tmp_path / "elsewhere" / FILE_NAME, data / FILE_NAME)
+        with caplog.at_level(logging.INFO, logger="edge.scanlog"):
+            committer = GroupCommitter(index, asyncio.get_running_loop())
+            await committer.stop()
+        assert "does not match the index" in caplog.text
+    finally:
+        index.close()
