@@ -405,7 +405,7 @@ async def get_status(request: web.Request) -> web.Response:
         ),
         "scans": {"total": service.counters.scans, "accepted": service.counters.accepted,
                   "per_s": round(service.rate.rate(now), 2),
-                  "logged": counts["scanlog"] + committer.unapplied_scans,
+                  "logged": committer.scans_logged(),
                   "retention": pruner.status() if pruner is not None else None},
         "gates": sorted(service.profiles),
         "devices": [],
@@ -442,6 +442,9 @@ async def get_metrics(request: web.Request) -> web.Response:
                committer.unapplied_scans),
         *counter("edge_journal_applies_total",
                  "Transactions storing journaled scans in the index.", committer.applies),
+        *counter("edge_journal_apply_seconds_total",
+                 "Time the applier spent storing journaled scans in the index.",
+                 round(committer.apply_seconds, 6)),
         *counter("edge_journal_apply_failures_total",
                  "Failed attempts to store journaled scans in the index (they stay in the "
                  "journal and are tried again).", committer.apply_failures),

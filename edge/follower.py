@@ -215,7 +215,8 @@ class Follower:
         # replay (all of them for a node with no state; other nodes' ones since the old
         # cursor for a resync), so a crash before the replay ends resumes it.
         reports: list[ImportReport] = []
-        fresh = self.index.counts()["state"] == 0
+        fresh = (self.index.counts()["state"] == 0 and not self.service.pending_state
+                 and not self.service.unapplied_state)
         replay_raw = encoder.encode(
             ReplayPending(0 if fresh else self.service.cursor(), cursor, fresh)
         )

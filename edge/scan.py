@@ -153,6 +153,13 @@ class _Batch:
         self.slots: list[_Slot] = []
 
 
+def _check_key(sid: bytes) -> None:
+    """A scan_id the index cannot take as a key must never be answered: journaled, it
+    would fail every later store (the API refuses it first, with a 400)."""
+    if not 0 < len(sid) <= MAX_SCAN_ID_BYTES + len(QUICK_CANCEL_PREFIX):
+        raise ValueError(f"scan_id of {len(sid)} bytes: 1 to {MAX_SCAN_ID_BYTES} allowed")
+
+
 def day_of(start: float) -> int:
     return datetime.fromtimestamp(start, UTC).date().toordinal()
 
@@ -437,6 +444,7 @@ class ScanService:
         then one logged write carries them to the group committer (see ``_decide``).
         """
         sid = req.scan_id.encode()
+        _check_key(sid)
         waiting = self.pending_answers.get(sid)
         if waiting is not None:
             await asyncio.shield(waiting[0])
@@ -691,6 +699,7 @@ class ScanService:
         (``core.stock.quick_cancel``), so the two never disagree on what was cancelled.
         """
         sid = QUICK_CANCEL_PREFIX + scan_id.encode()
+        _check_key(sid)
         waiting = self.pending_quick.get(sid)
         if waiting is not None:
             await asyncio.shield(waiting[0])

@@ -286,6 +286,8 @@ class GroupCommitter:
         """Called on the loop when scans are in the index (after ``on_durable``)."""
         self.journal = self._open_journal(journal_bytes)
         self.next_seq = index.last_key(index.scanlog) + 1
+        self.journaled_last_seq = self.next_seq - 1
+        """The last seq written to the journal (writer thread)."""
         self.commits = 0
         self.committed_ops = 0
         self.commit_seconds = 0.0
@@ -502,6 +504,7 @@ class GroupCommitter:
         self.commits += 1
         self.committed_ops += len(merged)
         self.journaled_scans += len(rows)
+        self.journaled_last_seq = seq - 1
         return None, _Journaled(writes, took, end, seq - 1)
 
     def _through_applier(self, merged: _Ops) -> BaseException | None:
@@ -539,7 +542,14 @@ class GroupCommitter:
             seq += 1
             if state is not None:
                 put(u64(ident), state, db=states)
-            put(sid, answer, db=answers)
+            try:
+                put(sid, answer, db=answers)
+            except lmdb.BadValsizeError:
+                # A scan_id too long for a key (the API refuses those): its scan is
+                # stored, only its answer is not remembered. Refusing the row would
+                # fail every store after it, and every start.
+                log.error("scan %d: scan_id of %d bytes cannot be a key; its answer is "
+                          "not remembered", seq - 1, len(sid))
 
     # -- applier thread --------------------------------------------------------------
 
@@ -789,6 +799,18 @@ class GroupCommitter:
                 self.committed_ops += len(batch)
                 return None
         return CommitFailed("the map could not grow enough")
+
+    def scans_logged(self) -> int:
+        """Scan log entries on disk: in the index, and in the journal past what the
+        index holds, both read in one transaction (so never counted twice)."""
+        index = self._index
+        with index.env.begin() as txn:
+            stored = int(txn.stat(index.scanlog)["entries"])
+            if self.journal is None:
+                return stored
+            raw = txn.get(JOURNAL_META_KEY, db=index.meta)
+        applied = position_decoder.decode(raw).seq if raw else self.journaled_last_seq
+        return stored + max(0, self.journaled_last_seq - applied)
 
     @property
     def unapplied_scans(self) -> int:
