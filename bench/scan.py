@@ -681,6 +681,18 @@ def metrics_text(base: str, token: str) -> str:
     return body.decode(errors="replace") if status == 200 else ""
 
 
+def node_journal(base: str, token: str) -> dict[str, Any] | None:
+    """The node's scan journal figures (``/status`` ``commits.journal``), or None."""
+    try:
+        status, body = http("GET", base + "/api/v1/status", token)
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    journal: dict[str, Any] | None = msgspec.json.decode(body)["commits"]["journal"]
+    return journal
+
+
 def metric_reasons(base: str, token: str) -> Counter[str]:
     out: Counter[str] = Counter()
     for reason, value in _METRIC_REASON.findall(metrics_text(base, token)):
@@ -973,6 +985,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 figures["half_rate_errors"] = sum(r["errors"] for r in halves)
                 figures["half_rate_reasons"] = result["reasons"]
+            # Did the applier keep up (``unapplied_scans`` near 0, no failures)?
+            figures["node_journal"] = node_journal(node_url, token)
             mem = memory_mb(pid)
             figures["node_rss_mb"] = mem.get("VmRSS")
             figures["node_rss_anon_mb"] = mem.get("RssAnon")

@@ -423,14 +423,19 @@ async def get_metrics(request: web.Request) -> web.Response:
     committer = service.committer
     lines = [
         *scans_by_reason(c),
-        *counter("edge_commits_total", "Group commits of the scan log.", committer.commits),
+        *counter("edge_commits_total",
+                 "Group commits: a journal append of scans, or an index transaction for "
+                 "any other write.", committer.commits),
         *counter("edge_committed_ops_total",
                  "Writes in group commits (a loop round of scans, a gate, a feed batch).",
                  committer.committed_ops),
-        *counter("edge_commit_seconds_total", "Time spent writing and fsyncing group commits.",
+        *counter("edge_commit_seconds_total",
+                 "Time spent writing and fsyncing group commits (with the wait for the "
+                 "applier, for writes other than scans).",
                  round(committer.commit_seconds, 6)),
         *histogram("edge_commit_duration_seconds",
-                   "Duration of one group commit (write + fsync).", COMMIT_BUCKETS_S,
+                   "Duration of one group commit (write + fsync; with the wait for the "
+                   "applier, for writes other than scans).", COMMIT_BUCKETS_S,
                    committer.commit_buckets, committer.commit_seconds),
         *counter("edge_quick_cancels_total", "Printed stock quick-cancelled.", c.quick_cancels),
         *counter("edge_signature_checks_total", "Ed25519 verifications (index misses).",
