@@ -45,6 +45,12 @@ async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.
     raise AssertionError("node did not become ready")
 
 
+async def put_main_gate(session: aiohttp.ClientSession, url: str) -> None:
+    async with session.put(url + "/api/v1/gates/main", headers=HEADERS,
+                           json={"mode": "single", "dates": [10]}) as resp:
+        assert resp.status == 200
+
+
 async def scan(session, url, scan_id, code):
     body = {"scan_id": scan_id, "code": code, "gate": "main"}
     async with session.post(url + "/api/v1/scans", json=body, headers=HEADERS) as resp:
@@ -74,9 +80,7 @@ async def test_sigkill_mid_load_loses_no_accepted_scan(tmp_path, extra, restart)
     try:
         async with aiohttp.ClientSession() as session:
             await wait_ready(session, url, proc)
-            async with session.put(url + "/api/v1/gates/main", headers=HEADERS,
-                                   json={"mode": "single", "dates": [10]}) as resp:
-                assert resp.status == 200
+            await put_main_gate(session, url)
             # Every ticket scanned twice under distinct scan ids, 32 at a time; kill the
             # node once a good share of answers are out, while scans are in flight.
             jobs = [(f"a{i}", i) for i in range(TICKETS)] + [(f"b{i}", i) for i in range(TICKETS)]
@@ -150,9 +154,7 @@ async def test_sigterm_stores_every_journaled_scan_in_the_index(tmp_path):
     try:
         async with aiohttp.ClientSession() as session:
             await wait_ready(session, url, proc)
-            async with session.put(url + "/api/v1/gates/main", headers=HEADERS,
-                                   json={"mode": "single", "dates": [10]}) as resp:
-                assert resp.status == 200
+            await put_main_gate(session, url)
             answers = await asyncio.gather(*(scan(session, url, f"s{i}", code)
                                              for i, code in enumerate(codes)))
             assert {a["reason"] for a in answers} == {"ok"}
