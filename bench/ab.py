@@ -12,6 +12,11 @@ scan``'s half-rate phase), the group commits, and the CPU other processes used.
 *--a* and *--b* are extra ``edge serve`` arguments; write them ``--b=ARGS``, since a
 value that begins with "-" reads as an option otherwise.
 
+``--a-tree DIR`` / ``--b-tree DIR`` run that side's node from another checkout (``git
+worktree add DIR COMMIT``): the same A/B across two commits, for a change that has no
+flag, e.g. ``--b-tree ../before``. Both read the index this checkout's ``edge import``
+built, so the two must share its format.
+
 ``--cold`` starts every node on an index none of whose pages is in the page cache (a
 node after a reboot) and measures from its first scan, without the warm-up second:
 ``python -m bench ab --cold --a=--no-warm --rate 2000 --seconds 4`` shows what the
@@ -63,7 +68,7 @@ CONDITIONS = ("foreign_cores", "steal_cores", "sendlag_p99_ms", "disk_write_kb_p
 
 def one_run(
     pristine: Path, tmp: Path, extra: list[str], gates: dict[str, Any], lines: list[bytes],
-    args: argparse.Namespace, label: str,
+    args: argparse.Namespace, label: str, tree: Path | None = None,
 ) -> dict[str, Any]:
     """A fresh node on a copy of *pristine*, warmed, then *lines* at ``args.rate``."""
     if args.cold:
@@ -75,7 +80,7 @@ def one_run(
         shutil.rmtree(data, ignore_errors=True)
     copy_index(pristine, data, cached=not args.cold)
     token = secrets.token_urlsafe(ADMIN_TOKEN_BYTES)
-    node, url = start_node(f"edge-{label}", data, token, tmp, 0, extra)
+    node, url = start_node(f"edge-{label}", data, token, tmp, 0, extra, tree)
     try:
         wait_ready(node, url + "/api/v1/status", token, 60.0)
         put_gates(url, token, gates)
@@ -113,6 +118,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--b", default="", help="extra `edge serve` arguments of side B; write --b=ARGS"
     )
+    for side in ("a", "b"):
+        parser.add_argument(
+            f"--{side}-tree", type=Path, default=None,
+            help=f"a checkout whose node side {side.upper()} runs (default: this one)",
+        )
     parser.add_argument(
         "--rate-connections", type=int, default=256, help="connection pool of the load"
     )
@@ -132,6 +142,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     pinned = pin(0, 1)  # this process (the load) on CPU 1; the node on CPU 0
     sides = {"a": shlex.split(args.a), "b": shlex.split(args.b)}
+    trees: dict[str, Path | None] = {}
+    for side in sides:
+        tree = getattr(args, f"{side}_tree")
+        if tree is not None and not (tree / "edge" / "__main__.py").is_file():
+            raise SystemExit(f"--{side}-tree {tree}: no edge package there")
+        trees[side] = tree.resolve() if tree is not None else None
+    args.work = args.work.resolve()  # the nodes of another tree run from there
     args.work.mkdir(parents=True, exist_ok=True)
     snapshot, codes, gates_path, _info = dataset_for(args.work, args.tickets, args.seed)
     gates: dict[str, Any] = msgspec.json.decode(gates_path.read_bytes())
@@ -156,9 +173,11 @@ def main(args: argparse.Namespace) -> int:
             # index), fresh ones for the next pair.
             lines = scan_lines(pools, per_run, rng)
             for side, extra in sides.items():
-                run = one_run(pristine, tmp, extra, gates, lines, args, f"{side}{pair}")
+                run = one_run(pristine, tmp, extra, gates, lines, args, f"{side}{pair}",
+                              trees[side])
                 runs[side].append(run)
-                note(f"ab: pair {pair} {side.upper()} {getattr(args, side)!r}: "
+                where = f" in {trees[side]}" if trees[side] is not None else ""
+                note(f"ab: pair {pair} {side.upper()} {getattr(args, side)!r}{where}: "
                      + ", ".join(f"{k} {run[k]}" for k in (*FIGURES, *CONDITIONS)))
                 if (run["foreign_cores"] > 0.1 or run["steal_cores"] > STEAL_WARN_CORES
                         or run["errors"]):
@@ -170,7 +189,10 @@ def main(args: argparse.Namespace) -> int:
         for side, rs in runs.items()
     }
     emit({"rate": args.rate, "seconds": args.seconds, "tickets": args.tickets,
-          "a": args.a, "b": args.b, "median": medians, "runs": runs, "warnings": warnings})
+          "a": args.a, "b": args.b,
+          "a_tree": str(trees["a"]) if trees["a"] else None,
+          "b_tree": str(trees["b"]) if trees["b"] else None,
+          "median": medians, "runs": runs, "warnings": warnings})
     return 0
 
 

@@ -372,7 +372,8 @@ class Proc:
             return ""
 
 
-def start(name: str, argv: list[str], logs: Path, cpu: int | None) -> Proc:
+def start(name: str, argv: list[str], logs: Path, cpu: int | None,
+          cwd: Path | None = None) -> Proc:
     log = logs / f"{name}.log"
     with open(log, "wb") as out:
         popen = subprocess.Popen(
@@ -382,6 +383,7 @@ def start(name: str, argv: list[str], logs: Path, cpu: int | None) -> Proc:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=_pinned_to(cpu),
+            cwd=cwd,
         )
     proc = Proc(name, popen, log)
     if cpu is not None and len(ALLOWED_CPUS) >= 2:
@@ -436,14 +438,17 @@ def http(
 
 
 def start_node(
-    name: str, data: Path, token: str, logs: Path, cpu: int | None, extra: list[str]
+    name: str, data: Path, token: str, logs: Path, cpu: int | None, extra: list[str],
+    tree: Path | None = None,
 ) -> tuple[Proc, str]:
-    """``edge serve`` on *data* at a free port on 127.0.0.1; *extra* serve arguments."""
+    """``edge serve`` on *data* at a free port on 127.0.0.1; *extra* serve arguments;
+    the ``edge`` of checkout *tree* (``python -m`` imports from its working directory)
+    rather than this one's, when given."""
     port = free_port()
     serve = [sys.executable, "-m", "edge", "serve", "--data", str(data), "--host", "127.0.0.1",
              # ``--opt=value``: a generated token may begin with "-".
              "--port", str(port), f"--admin-token={token}", "--log-level", "WARNING", *extra]
-    return start(name, serve, logs, cpu), f"http://127.0.0.1:{port}"
+    return start(name, serve, logs, cpu, tree), f"http://127.0.0.1:{port}"
 
 
 def put_gates(url: str, token: str, gates: dict[str, Any]) -> None:

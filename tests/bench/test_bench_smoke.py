@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,26 @@ def test_ab_alternates_two_node_configurations(tmp_path: Path) -> None:
     assert b["commits_per_s"] <= 21
     assert a["commits_per_s"] > b["commits_per_s"]
     assert set(figures["median"]) == {"a", "b"}
+
+
+def test_ab_runs_side_b_from_another_checkout(tmp_path: Path) -> None:
+    """``--b-tree``: B's node is the ``edge`` of that directory (a copy here, whose
+    entry point leaves a mark), A's this checkout's."""
+    repo = Path(__file__).resolve().parents[2]
+    tree = tmp_path / "before"
+    tree.mkdir()
+    for package in ("edge", "sync"):
+        shutil.copytree(repo / package, tree / package)
+    main = tree / "edge" / "__main__.py"
+    main.write_text(main.read_text().replace(
+        "import sys\n", "import pathlib\nimport sys\n\npathlib.Path('ran-here').touch()\n", 1))
+    work = tmp_path / "work"
+    figures = run_bench("ab", "--tickets", "2000", "--rate", "200", "--seconds", "1",
+                        "--pairs", "1", "--b-tree", str(tree), "--work", str(work))
+    assert figures["b_tree"] == str(tree) and figures["a_tree"] is None
+    assert (tree / "ran-here").exists()
+    assert not (repo / "ran-here").exists() and not (work / "ran-here").exists()
+    assert figures["runs"]["b"][0]["errors"] == 0 and figures["runs"]["a"][0]["errors"] == 0
 
 
 def test_ab_cold_starts_nodes_without_the_index_in_the_page_cache(tmp_path: Path) -> None:
