@@ -154,7 +154,6 @@ class Journal:
         self.unapplied_bytes = 0
         """Bytes appended and not applied yet (``room_for``); under ``_room``."""
         self._room = threading.Condition()
-        self.appends = 0
         self.bytes_written = 0
 
     @classmethod
@@ -297,7 +296,6 @@ class Journal:
         self.offset = at + len(record)
         with self._room:
             self.unapplied_bytes += took
-        self.appends += 1
         self.bytes_written += len(record)
         return took, self.offset
 

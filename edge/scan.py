@@ -475,7 +475,6 @@ class ScanService:
             self._batch = None
         now = self.clock()
         rows: list[_Row] = []
-        reserved: list[tuple[int, int]] = []
         pending = self.pending_answers
         unapplied = self.unapplied_answers
         try:
@@ -500,7 +499,7 @@ class ScanService:
                         if slot.gate is None:
                             slot.error = UnknownGate(slot.req.gate)
                             continue
-                        row = self._decide_one(txn, slot, now, reserved)
+                        row = self._decide_one(txn, slot, now)
                     except Exception as exc:  # a bug or bad data: this scan fails alone
                         log.exception("scan %r failed", slot.req.scan_id)
                         # Without its traceback: that holds this frame and so ``txn``,
@@ -511,7 +510,7 @@ class ScanService:
                     pending[sid] = (batch.done, row.answer)
         except Exception as exc:  # the index failed: nothing of the batch is decided
             log.exception("deciding a batch of %d scans failed", len(batch.slots))
-            self._settle(batch, rows, reserved, now, exc)
+            self._settle(batch, rows, now, exc)
             return
         # A finished read transaction keeps its LMDB reader slot (126 in all) until it is
         # freed: never let this frame hold one across the commit wait.
@@ -521,7 +520,7 @@ class ScanService:
             return
         committed = self._log_scans(rows)
         committed.add_done_callback(
-            lambda fut: self._settle(batch, rows, reserved, now, fut.exception())
+            lambda fut: self._settle(batch, rows, now, fut.exception())
         )
 
     def _decide_one(
@@ -529,7 +528,6 @@ class ScanService:
         txn: Any,
         slot: _Slot,
         now: float,
-        reserved: list[tuple[int, int]],
     ) -> _Row:
         req = slot.req
         gate = slot.gate
@@ -570,10 +568,7 @@ class ScanService:
         answer_raw = encoder.encode(answer)
         state_raw = encoder.encode(new_state) if new_state is not None else None
         # Last, so that a failure above leaves nothing reserved.
-        generation = 0
-        if new_state is not None:
-            generation = self.reserve_state(ident, new_state)
-            reserved.append((ident, generation))
+        generation = self.reserve_state(ident, new_state) if new_state is not None else 0
         slot.answer = answer
         return _Row(slot.sid, entry, answer, answer_raw, ident, state_raw, new_state,
                     generation)
@@ -582,21 +577,22 @@ class ScanService:
         self,
         batch: _Batch,
         rows: list[_Row],
-        reserved: list[tuple[int, int]],
         now: float,
         error: BaseException | None,
     ) -> None:
-        """After the batch's commit (or its failure): drop what the overlays held for
-        it, count the scans, and wake the requests."""
-        pending = self.pending_answers
-        for row in rows:
-            # Only its own entry: after a failed commit (``drop_overlays``) a retry of
-            # this scan_id may have been decided anew and be waiting for its commit.
-            held = pending.get(row.sid)
-            if held is not None and held[0] is batch.done:
-                del pending[row.sid]
-        for ident, generation in reserved:
-            self.release_state(ident, generation)
+        """After the batch's commit (or its failure): count the scans and wake the
+        requests. Stored, their overlay entries have moved on already (``_durable``);
+        failed, what the in-flight overlays still hold for them goes."""
+        if error is not None:
+            pending = self.pending_answers
+            for row in rows:
+                # Only its own entry: after a failed commit (``drop_overlays``) a retry
+                # of this scan_id may have been decided anew and wait for its commit.
+                held = pending.get(row.sid)
+                if held is not None and held[0] is batch.done:
+                    del pending[row.sid]
+                if row.new_state is not None:
+                    self.release_state(row.ident, row.generation)
         if batch.done.done():
             return
         if error is None:

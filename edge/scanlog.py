@@ -275,7 +275,6 @@ class GroupCommitter:
         self._applier: threading.Thread | None = None
         self.applies = 0
         self.journaled_scans = 0
-        self.applied_scans = 0
         self.apply_seconds = 0.0
         self.apply_failures = 0
         self.recovered_scans = 0
@@ -451,30 +450,19 @@ class GroupCommitter:
 
     def _write(self, merged: _Ops) -> tuple[BaseException | None, _Journaled | None]:
         """Make *merged* durable: (the error, or None; what the applier must still
-        store, when it went to the journal)."""
-        journal = self.journal
-        if journal is None:
-            return self._timed(self._commit_once, merged), None
-        if all(isinstance(op, ScanWrites) for op, _fut in merged):
-            started = self._last_start = time.perf_counter()
-            try:
-                return self._append(journal, merged)
-            finally:
-                self._count_commit(started)
-        return self._timed(self._through_applier, merged), None
-
-    def _timed(self, commit: Callable[[_Ops], BaseException | None], batch: _Ops
-               ) -> BaseException | None:
+        store, when it went to the journal). Timed for the commit metrics."""
         started = self._last_start = time.perf_counter()
         try:
-            return commit(batch)
+            journal = self.journal
+            if journal is None:
+                return self._commit_once(merged), None
+            if all(isinstance(op, ScanWrites) for op, _fut in merged):
+                return self._append(journal, merged)
+            return self._through_applier(merged), None
         finally:
-            self._count_commit(started)
-
-    def _count_commit(self, started: float) -> None:
-        took = time.perf_counter() - started
-        self.commit_seconds += took
-        self.commit_buckets[bisect.bisect_left(COMMIT_BUCKETS_S, took)] += 1
+            took = time.perf_counter() - started
+            self.commit_seconds += took
+            self.commit_buckets[bisect.bisect_left(COMMIT_BUCKETS_S, took)] += 1
 
     def _append(self, journal: Journal, merged: _Ops
                 ) -> tuple[BaseException | None, _Journaled | None]:
@@ -684,7 +672,6 @@ class GroupCommitter:
         journal.release(sum(journaled.took for journaled in pending))
         pending.clear()
         self.applies += 1
-        self.applied_scans += sum(len(w.rows) for w in writes)
         self.apply_seconds += time.perf_counter() - started
         if writes:
             with contextlib.suppress(RuntimeError):  # loop closed: the journal keeps them
@@ -805,17 +792,21 @@ class GroupCommitter:
         index holds, both read in one transaction (so never counted twice)."""
         index = self._index
         with index.env.begin() as txn:
-            stored = int(txn.stat(index.scanlog)["entries"])
-            if self.journal is None:
-                return stored
-            raw = txn.get(JOURNAL_META_KEY, db=index.meta)
-        applied = position_decoder.decode(raw).seq if raw else self.journaled_last_seq
-        return stored + max(0, self.journaled_last_seq - applied)
+            return int(txn.stat(index.scanlog)["entries"]) + self._journal_backlog(txn)
 
     @property
     def unapplied_scans(self) -> int:
         """Scans on disk in the journal and not in the index yet."""
-        return self.journaled_scans - self.applied_scans
+        with self._index.env.begin() as txn:
+            return self._journal_backlog(txn)
+
+    def _journal_backlog(self, txn: Any) -> int:
+        """Journaled scans past the position the index holds, as read in *txn*."""
+        if self.journal is None:
+            return 0
+        raw = txn.get(JOURNAL_META_KEY, db=self._index.meta)
+        applied = position_decoder.decode(raw).seq if raw else self.journaled_last_seq
+        return max(0, self.journaled_last_seq - applied)
 
     def journal_status(self) -> dict[str, int] | None:
         journal = self.journal
