@@ -12,13 +12,18 @@ times:
 - ``propagation_p50_ms`` / ``p99``: for K cancellations made one at a time through the
   core's API, from the cancel's answer until the node refuses the ticket as
   ``cancelled``. The node is probed with real scans every 2 ms on a ``multi`` gate
-  (so the probes before the change admit again and change nothing that matters).
+  (so the probes before the change admit again and change nothing that matters);
+- ``online`` / ``offline``: scans at ``--load-rate`` for ``--load-seconds`` (open
+  loop, ``bench.rate``) while the node uploads them to the core, then the same with
+  the core stopped: the scan latency the upload costs, and the index transactions
+  (``applies_per_s``) each state makes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import shutil
 import signal
 import subprocess
@@ -31,12 +36,44 @@ from typing import Any
 
 import aiohttp
 
+from bench.rate import fixed_rate
 from bench.report import emit, note, percentile
+from bench.scan import metrics_text
 
 TOKEN = "bench-admin-token"
 VENUE = "Bench Arena"
 PROBE_INTERVAL_S = 0.002
 PROPAGATION_TIMEOUT_S = 10.0
+LOAD_TICKETS = 500
+LOAD_CONNECTIONS = 64
+_APPLIES = re.compile(r"^edge_journal_applies_total (\d+)", re.M)
+_COMMITS = re.compile(r"^edge_commits_total (\d+)", re.M)
+
+
+def _counter(pattern: re.Pattern[str], text: str) -> int:
+    found = pattern.search(text)
+    return int(found.group(1)) if found else 0
+
+
+async def _load(args: argparse.Namespace, edge_url: str, bodies: list[bytes],
+                label: str) -> dict[str, Any]:
+    """Scans at ``--load-rate`` on the node (in a thread: ``fixed_rate`` runs its own
+    loop); the latency figures and the node's commits and index transactions per s."""
+    before = await asyncio.to_thread(metrics_text, edge_url, TOKEN)
+    port = int(edge_url.rsplit(":", 1)[1])
+    result = await asyncio.to_thread(
+        fixed_rate, "127.0.0.1", port, TOKEN, bodies, args.load_rate, args.load_seconds,
+        LOAD_CONNECTIONS, label, True)
+    after = await asyncio.to_thread(metrics_text, edge_url, TOKEN)
+    took = result["elapsed_s"] or args.load_seconds
+    return {
+        **{k: result[k] for k in ("achieved_per_s", "p50_ms", "p99_ms", "max_ms",
+                                  "sendlag_p99_ms", "errors")},
+        "commits_per_s": round((_counter(_COMMITS, after) - _counter(_COMMITS, before))
+                               / took, 1),
+        "applies_per_s": round((_counter(_APPLIES, after) - _counter(_APPLIES, before))
+                               / took, 1),
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--changes", type=int, default=100)
     parser.add_argument("--work", type=Path, default=None,
                         help="keep the core's filled data here (reused across runs)")
+    parser.add_argument("--load-rate", type=float, default=1000.0,
+                        help="scans/s of the online and offline load phases")
+    parser.add_argument("--load-seconds", type=float, default=5.0,
+                        help="length of each load phase (0: none)")
 
 
 def _free_port() -> int:
@@ -69,6 +110,20 @@ async def _wait(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen
             pass
         await asyncio.sleep(0.01)
     raise SystemExit(f"{url} not ready in {timeout} s")
+
+
+async def _wait_admits(http: aiohttp.ClientSession, edge_url: str, code: str) -> None:
+    """Until the node admits *code* at the probe gate (its order has reached it)."""
+    deadline = time.monotonic() + 30
+    tries = 0
+    while time.monotonic() < deadline:
+        tries += 1
+        async with http.post(edge_url + "/api/v1/scans", json={
+            "scan_id": f"load-ready-{tries}", "code": code, "gate": "probe"}) as resp:
+            if (await resp.json())["result"] == "accepted":
+                return
+        await asyncio.sleep(0.01)
+    raise SystemExit("the load order did not reach the node in 30 s")
 
 
 async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -127,7 +182,7 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "dates": [{"start": (now + timedelta(hours=1)).isoformat(),
                            "end": (now + timedelta(hours=4)).isoformat(),
                            "doors_open": (now - timedelta(hours=1)).isoformat()}],
-                "zones": [{"name": "Floor", "capacity": args.changes}],
+                "zones": [{"name": "Floor", "capacity": args.changes + LOAD_TICKETS}],
                 "rates": [{"name": "Full", "price": "10"}],
             })
             order = await call("POST", "/api/v1/orders", {
@@ -154,6 +209,18 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     if time.monotonic() - sent > PROPAGATION_TIMEOUT_S:
                         raise SystemExit(f"cancellation not seen in {PROPAGATION_TIMEOUT_S} s")
                     await asyncio.sleep(PROBE_INTERVAL_S)
+            load: dict[str, Any] = {}
+            if args.load_seconds > 0:
+                loaded = await call("POST", "/api/v1/orders", {
+                    "customer": {"name": "Load"}, "payment": "card", "channel": "online",
+                    "items": [{"date": event["dates"][0]["id"],
+                               "zone": event["zones"][0]["id"],
+                               "rate": event["rates"][0]["id"], "quantity": LOAD_TICKETS}]})
+                # A multi gate admits every scan again: each is logged and uploaded.
+                bodies = [b'"code":"' + t["code"].encode() + b'","gate":"probe"}'
+                          for t in loaded["tickets"]]
+                await _wait_admits(http, edge_url, loaded["tickets"][-1]["code"])
+                load["online"] = await _load(args, edge_url, bodies, "on")
             # Outage: the core is killed, the node admits on its own, the core comes
             # back; time from the core answering again to the node's outbox being empty.
             procs[0].kill()
@@ -180,6 +247,10 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     raise SystemExit("node did not catch up after the outage in 30 s")
                 await asyncio.sleep(0.005)
             resync_s = time.monotonic() - back
+            if args.load_seconds > 0:
+                procs[0].kill()
+                procs[0].wait()
+                load["offline"] = await _load(args, edge_url, bodies, "off")
         delays.sort()
         return {
             "outage_scans": outage_scans,
@@ -191,6 +262,7 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "propagation_p99_ms": round(percentile(delays, 99), 1),
             "propagation_max_ms": round(delays[-1], 1) if delays else 0.0,
             "probes": probes,
+            **load,
         }
     finally:
         for proc in reversed(procs):
