@@ -447,6 +447,9 @@ async def get_metrics(request: web.Request) -> web.Response:
                committer.unapplied_scans),
         *counter("edge_journal_applies_total",
                  "Transactions storing journaled scans in the index.", committer.applies),
+        *counter("edge_journal_barriers_total",
+                 "Writes other than scans and sync cursors: each made the applier store "
+                 "the journaled scans at once while new scans waited.", committer.barriers),
         *counter("edge_journal_apply_seconds_total",
                  "Time the applier spent storing journaled scans in the index.",
                  round(committer.apply_seconds, 6)),

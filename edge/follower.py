@@ -192,6 +192,7 @@ class Follower:
         """
         dest = data / "bootstrap.gksnap"
         size, cursor, sha256 = await self.client.download_snapshot(dest)
+        self.service.cursor_ahead = 0  # the snapshot's cursor is the one from now on
         keyring = self.service.keyring
         with dest.open("rb") as fh:
             reader = SnapshotReader(fh)
@@ -354,6 +355,10 @@ class Follower:
             elif isinstance(change, ScanAdmitted) and change.node != self.node_id:
                 admitted.append(change)
         cursor_raw = encoder.encode(batch.cursor)
+        if not records and catalog is None and not admitted:
+            self._skip_to(batch.cursor, cursor_raw)
+            self.applied_changes += len(batch.changes)
+            return
         catalog_raw = encoder.encode(catalog) if catalog is not None else None
         record_rows = [(r, encoder.encode(r)) for r in records.values()]
         index = self.index
@@ -386,6 +391,25 @@ class Follower:
         if catalog is not None:
             self.service.reload()
         self.applied_changes += len(batch.changes)
+
+    def _skip_to(self, cursor: int, cursor_raw: bytes) -> None:
+        """A batch with nothing for the index (this node's own admissions coming back,
+        while it scans and uploads): the index is consistent with *cursor* as it is.
+        The next poll asks from there at once (``ScanService.cursor_ahead``); the
+        cursor is stored with the applier's next transaction, not as a barrier of its
+        own: a node that scans and uploads gets such a batch many times a second. A
+        crash before it is stored polls those changes again, and skips them again."""
+        if cursor <= self.service.cursor():
+            return
+        self.service.cursor_ahead = cursor
+        index = self.index
+
+        # Stored before any write submitted after it (a later batch's cursor, a
+        # resync's): the applier runs deferred writes first in a barrier's transaction.
+        def op(txn: Any, _committer: GroupCommitter) -> None:
+            txn.put(b"cursor", cursor_raw, db=index.meta)
+
+        self.committer.submit_deferred(op).add_done_callback(_log_failure)
 
     def _reserve_foreign(
         self,
@@ -511,7 +535,9 @@ class Follower:
         def op(txn: Any, _committer: GroupCommitter) -> None:
             txn.put(b"upload_cursor", raw, db=self.index.meta)
 
-        await self.committer.submit(op)
+        # Not a barrier: the cursor commutes with scans. A crash before it is stored
+        # sends those scans again, and the core keeps one per scan_id.
+        await self.committer.submit_deferred(op)
 
     async def _upload(self) -> None:
         backoff = Backoff()
@@ -688,3 +714,10 @@ class _Unexpected:
     def reset(self) -> None:
         self.delay = UNEXPECTED_RETRY_S
         self.last = ""
+
+
+def _log_failure(fut: asyncio.Future[None]) -> None:
+    """A deferred cursor write no one waits for: its failure is logged (the next one,
+    or a restart that polls those changes again, makes up for it)."""
+    if not fut.cancelled() and (exc := fut.exception()) is not None:
+        log.warning("storing the feed cursor failed: %s", exc)

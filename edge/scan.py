@@ -192,6 +192,9 @@ class ScanService:
         """The decision batch scans join until its callback runs (``scan``)."""
         self._generation = 0
         self._verified: dict[bytes, Claims | Unverified | None] = {}
+        self.cursor_ahead = 0
+        """A change-feed position past the stored one, reached by changes that needed no
+        write (``cursor``); its own write waits for the applier."""
         self.counters = Counters()
         self.rate = RateMeter()
         self.profiles: dict[str, GateProfile] = {}
@@ -211,8 +214,9 @@ class ScanService:
     # -- catalogue and gates ---------------------------------------------------------
 
     def cursor(self) -> int:
-        """Change-feed position the index is consistent with."""
-        return self.index.meta_int("cursor")
+        """Change-feed position the index is consistent with: the stored one, or past
+        it, changes that needed no write (``Follower._skip_to``)."""
+        return max(self.index.meta_int("cursor"), self.cursor_ahead)
 
     def reload(self) -> None:
         """(Re)load the catalogue and gate profiles from the index."""

@@ -148,7 +148,18 @@ class ScanWrites:
         """The scan log seq of the first row, once the writer has given them theirs."""
 
 
-_Op = WriteFn | ScanWrites
+class Deferred:
+    """A write that commutes with scans (``GroupCommitter.submit_deferred``): it reads
+    and writes only what scans never touch (a sync cursor in ``meta``) and takes no seq
+    of the scan log."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: WriteFn) -> None:
+        self.fn = fn
+
+
+_Op = WriteFn | ScanWrites | Deferred
 _Ops = list[tuple[_Op, asyncio.Future[None]]]
 _HandOver = tuple[_Ops, int]
 """Operations handed over together, and how many scans they carry (their weight)."""
@@ -193,8 +204,17 @@ class _Barrier:
         self.done = threading.Event()
 
 
-_ApplyItem = _Journaled | _Barrier | _Resume | None
-"""Journaled scans, a barrier, a kick (store now), or the stop mark."""
+class _Later:
+    """Deferred writes for the applier's next transaction (no one waits for it)."""
+
+    __slots__ = ("ops",)
+
+    def __init__(self, ops: _Ops) -> None:
+        self.ops = ops
+
+
+_ApplyItem = _Journaled | _Barrier | _Later | _Resume | None
+"""Journaled scans, a barrier, deferred writes, a kick (store now), or the stop mark."""
 
 
 class Commit(asyncio.Future[None]):
@@ -232,7 +252,9 @@ class GroupCommitter:
     the ``on_applied`` hooks: until then the scan service keeps their states and answers
     in its overlays. Any other write (a ``WriteFn``) goes to the applier as a barrier:
     it commits every journaled scan and the write in one transaction while the writer
-    thread waits, so the scan log's order and the failure rules stay as they were.
+    thread waits, so the scan log's order and the failure rules stay as they were. A
+    write that commutes with scans (``submit_deferred``: a sync cursor) rides on the
+    applier's next transaction instead, with nobody waiting.
     ``journal_bytes=0`` commits everything straight into LMDB, as before the journal.
     """
 
@@ -273,7 +295,16 @@ class GroupCommitter:
         self.apply_interval_s = apply_interval_s
         self._apply_q: queue.SimpleQueue[_ApplyItem] = queue.SimpleQueue()
         self._applier: threading.Thread | None = None
+        self._held: _Ops = []
+        self._gone_lock = threading.Lock()
+        self._applier_gone = False
+        """Deferred writes the applier holds for its next transaction (applier thread)."""
+        self._seqs_open = True
+        """False while the applier runs deferred writes with the writer running: then no
+        write may take a seq (``append_log``)."""
         self.applies = 0
+        self.barriers = 0
+        """Writes the applier had to store at once while the writer waited."""
         self.journaled_scans = 0
         self.apply_seconds = 0.0
         self.apply_failures = 0
@@ -334,6 +365,16 @@ class GroupCommitter:
             self._scheduled = True
             self.loop.call_soon(self._hand_over)
         return fut
+
+    def submit_deferred(self, fn: WriteFn) -> asyncio.Future[None]:
+        """Queue *fn*, a write that commutes with scans: it reads and writes only keys
+        no scan touches and takes no seq (a sync cursor). With the journal it is not a
+        barrier: it waits for the applier's next transaction (``apply_interval_s`` at
+        most), so the writer goes on appending scans. A node online uploads and follows
+        the feed many times a second; each barrier was a synced index transaction."""
+        if self.journal is None:
+            return self.submit(fn)
+        return self.submit(Deferred(fn))
 
     async def flush(self) -> None:
         """Return once every scan committed so far is stored in the index itself (not
@@ -406,19 +447,42 @@ class GroupCommitter:
                 stopping, resume, weight = self._merge(merged, weight)
             # A merge cut at MAX_BATCH left work queued: commit it without waiting.
             backlog = len(merged) >= MAX_BATCH
-            error: BaseException | None
+            error: BaseException | None = None
             journaled: _Journaled | None = None
+            later: _Ops = []
             if failing:
                 error = _Tainted("decided on writes of a failed commit; retry")
             else:
-                error, journaled = self._write(merged)
-                failing = error is not None
-            with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
-                self.loop.call_soon_threadsafe(self._done, merged, error, journaled is None)
+                merged, later = self._split_deferred(merged)
+                if merged:
+                    error, journaled = self._write(merged)
+                    failing = error is not None
+            if merged:
+                with contextlib.suppress(RuntimeError):  # loop closed: nobody waits
+                    self.loop.call_soon_threadsafe(
+                        self._done, merged, error, journaled is None)
             if journaled is not None:  # after ``_done``: the loop sees durable first
                 self._apply_q.put(journaled)
+            if later:  # after the scans handed over with them
+                self._to_applier(later)
             if resume:
                 failing = False
+
+    def _split_deferred(self, merged: _Ops) -> tuple[_Ops, _Ops]:
+        """(what to write now, deferred writes for the applier). With a barrier among
+        them, or without a journal, everything is written now, in order."""
+        if self.journal is None or not any(isinstance(op, Deferred) for op, _f in merged):
+            return merged, []
+        now: _Ops = []
+        later: _Ops = []
+        for item in merged:
+            if isinstance(item[0], Deferred):
+                later.append(item)
+            elif isinstance(item[0], ScanWrites):
+                now.append(item)
+            else:
+                return merged, []
+        return now, later
 
     def _merge(self, merged: _Ops, weight: int) -> tuple[bool, bool, int]:
         """Add what waits in the queue to *merged* (up to ``MAX_BATCH``), without
@@ -496,6 +560,7 @@ class GroupCommitter:
         return None, _Journaled(writes, took, end, seq - 1)
 
     def _through_applier(self, merged: _Ops) -> BaseException | None:
+        self.barriers += 1
         barrier = _Barrier(merged)
         self._apply_q.put(barrier)
         applier = self._applier
@@ -515,6 +580,8 @@ class GroupCommitter:
                 op.first_seq = self.next_seq
                 self.next_seq += len(op.rows)
                 self._put_rows(txn, op)
+            elif isinstance(op, Deferred):
+                op.fn(txn, self)
             else:
                 op(txn, self)
 
@@ -562,10 +629,11 @@ class GroupCommitter:
         due = 0.0
         failing = False
         retry_s = APPLY_RETRY_S
+        held = self._held
         while True:
             item: _ApplyItem
             try:
-                timeout = max(0.0, due - time.monotonic()) if pending else None
+                timeout = max(0.0, due - time.monotonic()) if pending or held else None
                 item = q.get(timeout=timeout)
             except queue.Empty:
                 item = _RESUME  # the interval (or the wait after a failure) is up
@@ -577,15 +645,18 @@ class GroupCommitter:
                     raise
                 finally:  # never leave the writer waiting
                     item.done.set()
-            elif isinstance(item, _Journaled):
-                if not pending:
+            elif isinstance(item, _Journaled | _Later):
+                if not pending and not held:
                     due = time.monotonic() + self.apply_interval_s
+                if isinstance(item, _Later):
+                    held.extend(item.ops)
+                    continue
                 pending.append(item)
                 rows += sum(len(w.rows) for w in item.writes)
                 if rows < APPLY_MAX_ROWS or failing:
                     continue
                 self._apply(pending, [])
-            elif pending:  # the interval is up, or the stop mark
+            elif pending or held:  # the interval is up, or the stop mark
                 self._apply(pending, [])
             if pending:  # not stored: kept (the journal has them), tried again later
                 failing = True
@@ -600,70 +671,126 @@ class GroupCommitter:
 
     def _fail_barriers(self) -> None:
         """The applier is gone: fail the barriers waiting for it (``_through_applier``
-        also watches the thread, for those queued after this)."""
+        also watches the thread, for those queued after this) and the deferred writes
+        it held or had queued (``_to_applier`` fails those that come after)."""
+        gone = CommitFailed("the journal's applier has stopped")
+        with self._gone_lock:
+            self._applier_gone = True
         while True:
             try:
                 item = self._apply_q.get_nowait()
             except queue.Empty:
-                return
+                break
             if isinstance(item, _Barrier):
-                item.error = CommitFailed("the journal's applier has stopped")
+                item.error = gone
                 item.done.set()
+            elif isinstance(item, _Later):
+                self._held.extend(item.ops)
+        self._settle_held(gone)
+
+    def _to_applier(self, later: _Ops) -> None:
+        """Deferred writes to the applier, or failed at once if it is gone."""
+        with self._gone_lock:
+            if not self._applier_gone:
+                self._apply_q.put(_Later(later))
+                return
+        self._settle(later, CommitFailed("the journal's applier has stopped"))
+
+    def _settle_held(self, error: BaseException | None) -> None:
+        """The deferred writes the applier held are stored (or failed): tell the loop."""
+        if self._held:
+            self._settle(list(self._held), error)
+            self._held.clear()
+
+    def _settle(self, ops: _Ops, error: BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
+            self.loop.call_soon_threadsafe(_resolve, ops, error)
 
     def _apply(self, pending: list[_Journaled], ops: _Ops) -> BaseException | None:
-        """Store *pending* (emptied once stored) and run *ops* after them, in one
-        transaction; returns the error for *ops*. If *ops* fail, the journaled scans are
-        stored without them; if those cannot be stored, they stay in *pending*.
+        """Store *pending* (emptied once stored), then the deferred writes held
+        (``_held``), then *ops* (a barrier's), in one transaction; returns the error for
+        *ops*. If the writes fail, the journaled scans are stored without them; if those
+        cannot be stored, they stay in *pending*. Held writes are settled either way.
 
-        Only while *ops* run does the writer thread wait (a barrier): then, and only then,
-        this thread may give seqs out (``next_seq``); otherwise the writer is appending
-        meanwhile, and the journaled rows carry their own."""
+        Only while a barrier's *ops* run does the writer thread wait: then, and only
+        then, this thread may give seqs out (``next_seq``); otherwise the writer is
+        appending meanwhile, and the journaled rows carry their own."""
         journal = self.journal
         assert journal is not None
         started = time.perf_counter()
         ops_error: BaseException | None = None
-        with_ops = bool(ops)
-        for _attempt in range(8):
-            seq_before = self.next_seq
-            try:
-                with self._index.env.begin(write=True) as txn:
-                    for journaled in pending:
-                        for writes in journaled.writes:
-                            self._put_rows(txn, writes)
-                    if with_ops:
-                        # The writer thread waits: every journaled scan is in *pending*.
-                        self._run_ops(txn, ops)
-                        position = Position(journal.epoch, journal.offset, self.next_seq - 1)
-                    elif pending:
-                        position = Position(journal.epoch, pending[-1].end, pending[-1].last_seq)
-                    else:
-                        return ops_error
-                    txn.put(JOURNAL_META_KEY, log_encoder.encode(position),
-                            db=self._index.meta)
-            except lmdb.MapFullError:
-                if with_ops:
-                    self.next_seq = seq_before
+        held = self._held
+        with_ops = bool(ops) or bool(held)
+        try:
+            for _attempt in range(8):
+                seq_before = self.next_seq
                 try:
-                    self._grow_from_loop()
-                except RuntimeError:  # the loop is closed: nobody can grow the map now
-                    break
-            except Exception as exc:  # an I/O failure or a bug
-                if with_ops:
-                    self.next_seq = seq_before
-                    log.exception("commit of %d operations failed", len(ops))
-                    ops_error, with_ops = exc, False
-                    continue  # the journaled scans alone
+                    with self._index.env.begin(write=True) as txn:
+                        for journaled in pending:
+                            for writes in journaled.writes:
+                                self._put_rows(txn, writes)
+                        if with_ops:
+                            self._run_deferred(txn, held)
+                            # The writer thread waits: every journaled scan is in *pending*.
+                            self._run_ops(txn, ops)
+                        if with_ops and ops:
+                            position: Position | None = Position(
+                                journal.epoch, journal.offset, self.next_seq - 1)
+                        elif pending:
+                            position = Position(journal.epoch, pending[-1].end,
+                                                pending[-1].last_seq)
+                        else:
+                            position = None
+                        if position is None and not with_ops:
+                            return ops_error
+                        if position is not None:
+                            txn.put(JOURNAL_META_KEY, log_encoder.encode(position),
+                                    db=self._index.meta)
+                except lmdb.MapFullError:
+                    if with_ops and ops:  # the writer waits: the seqs are this thread's
+                        self.next_seq = seq_before
+                    try:
+                        self._grow_from_loop()
+                    except RuntimeError:  # the loop is closed: nobody can grow the map
+                        break
+                except Exception as exc:  # an I/O failure or a bug
+                    if with_ops:
+                        if ops:
+                            self.next_seq = seq_before
+                        log.exception("commit of %d operations failed", len(ops) + len(held))
+                        ops_error, with_ops = exc, False
+                        self._settle_held(exc)
+                        continue  # the journaled scans alone
+                    self.apply_failures += 1
+                    log.exception("storing %d journaled scans in the index failed; they "
+                                  "stay in the journal",
+                                  sum(len(j.writes) for j in pending))
+                    return ops_error
+                else:
+                    self._settle_held(None)
+                    self._applied_now(pending, started)
+                    return ops_error
+            if pending:
                 self.apply_failures += 1
-                log.exception("storing %d journaled scans in the index failed; they stay "
-                              "in the journal", sum(len(j.writes) for j in pending))
-                return ops_error
-            else:
-                self._applied_now(pending, started)
-                return ops_error
-        if pending:
-            self.apply_failures += 1
-            log.error("storing journaled scans in the index failed: the map could not grow")
-        return ops_error or (CommitFailed("the map could not grow enough") if ops else None)
+                log.error("storing journaled scans in the index failed: the map could not "
+                          "grow")
+            failed = CommitFailed("the map could not grow enough")
+            self._settle_held(ops_error or failed)
+            return ops_error or (failed if ops else None)
+        finally:
+            if held:  # a bug above must not leave a deferred write waiting forever
+                self._settle_held(CommitFailed("the deferred write was not stored"))
+
+    def _run_deferred(self, txn: Any, held: _Ops) -> None:
+        """Deferred writes, before a barrier's: they were handed over first. The writer
+        may be appending scans meanwhile, so none of them may take a seq."""
+        self._seqs_open = False
+        try:
+            for op, _fut in held:
+                assert isinstance(op, Deferred)
+                op.fn(txn, self)
+        finally:
+            self._seqs_open = True
 
     def _applied_now(self, pending: list[_Journaled], started: float) -> None:
         journal = self.journal
@@ -866,6 +993,8 @@ class GroupCommitter:
 
     def append_log(self, txn: Any, entry: LogEntry) -> int:
         """Append to the scan log inside the writer's transaction; returns the seq."""
+        if not self._seqs_open:
+            raise CommitFailed("a deferred write cannot append to the scan log")
         seq = self.next_seq
         txn.put(u64(seq), log_encoder.encode(entry), db=self._index.scanlog, append=True)
         self.next_seq = seq + 1

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 
 import aiohttp
 
 from tests.e2e.conftest import Site
-from tests.e2e.procs import edge_proc, eventually, sell
+from tests.e2e.procs import Proc, edge_proc, eventually, sell
 
 
 async def test_sale_admitted_then_cancellation_refused(site: Site) -> None:
@@ -209,3 +210,49 @@ async def test_a_node_following_a_core_keeps_its_log_for_the_retention(site: Sit
     status = await site.status(edge)
     # The default: acknowledged entries are kept 30 days (edge.retention).
     assert status["scans"]["retention"] == {"keep_days": 30.0, "pruned": 0}
+
+
+async def _barriers(site: Site, edge: Proc) -> int:
+    async with site.http.session.get(edge.url + "/metrics", headers=site.http.headers) as resp:
+        text = await resp.text()
+    found = re.search(r"^edge_journal_barriers_total (\d+)$", text, re.M)
+    assert found, text
+    return int(found.group(1))
+
+
+async def test_scanning_online_makes_no_barrier_and_a_kill_counts_nothing_twice(
+    site: Site,
+) -> None:
+    """Online, the node uploads its scans and the feed brings its own admissions back:
+    the cursors of both ride on the journal's applier instead of making it store at
+    once while scans wait. Killed before a cursor is stored, the node sends those scans
+    again at its restart, and the core still counts each once."""
+    edge = await site.add_edge("n1")
+    order = await sell(site.http, site.core, site.event, quantity=30)
+
+    async def has_order() -> bool:  # its records came with a feed batch: a barrier
+        found = await site.http.ok("GET", f"{edge.url}/api/v1/search?q={order['number']}")
+        return len(found["results"]) == 30
+
+    await eventually(has_order)
+    before = await _barriers(site, edge)
+    for ticket in order["tickets"][:20]:
+        assert (await site.http.scan(edge, ticket["code"]))["reason"] == "ok"
+    await eventually(lambda: site.synced(edge))  # uploaded, own admissions back
+    assert await _barriers(site, edge) == before
+    for ticket in order["tickets"][20:]:
+        assert (await site.http.scan(edge, ticket["code"]))["reason"] == "ok"
+    last = order["tickets"][-1]["id"]
+
+    async def uploaded() -> bool:
+        return bool((await site.ticket(last))["scans"] == 1)
+
+    await eventually(uploaded)
+    edge.kill(signal.SIGKILL)  # likely before the upload cursor is stored (<= 50 ms)
+    edge.start()
+    await edge.wait_ready(site.http.session)
+    await eventually(lambda: site.synced(edge), within_s=15)
+    for ticket in order["tickets"]:
+        seen = await site.ticket(ticket["id"])
+        assert seen["entry_count"] == 1 and seen["scans"] == 1, seen
+        assert (await site.http.scan(edge, ticket["code"]))["reason"] == "already_used"

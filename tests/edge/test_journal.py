@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,9 +25,16 @@ from edge.journal import (
     position_decoder,
     read_records,
 )
-from edge.model import ScanRequest
+from edge.model import Direction, Result, ScanRequest
 from edge.scan import ScanService
-from edge.scanlog import JOURNAL_META_KEY, CommitFailed, GroupCommitter, log_encoder
+from edge.scanlog import (
+    JOURNAL_META_KEY,
+    CommitFailed,
+    GroupCommitter,
+    LogEntry,
+    log_decoder,
+    log_encoder,
+)
 from tests.edge.inprocess import scan_service
 from tests.venue import Venue
 
@@ -411,3 +420,84 @@ async def test_scans_logged_never_counts_a_stored_scan_twice(
             for _ in range(20):
                 assert committer.scans_logged() == answered
                 await asyncio.sleep(0)
+
+
+def _put_meta(key: bytes, value: bytes, index: Index) -> Callable[[Any, GroupCommitter], None]:
+    def op(txn: Any, _committer: GroupCommitter) -> None:
+        txn.put(key, value, db=index.meta)
+
+    return op
+
+
+async def test_a_deferred_write_rides_on_the_applier_and_holds_up_no_scan(
+    tmp_path: Path, venue: Venue
+) -> None:
+    """A sync cursor (``submit_deferred``) is stored with the applier's next
+    transaction, with the scans journaled meanwhile; no scan waits for it and the
+    writer makes no barrier (review: every upload and every echo of the node's own
+    admissions from the feed was a synced index transaction, ~240 a second online)."""
+    code = venue.add_ticket("t")
+    async with scan_service(tmp_path, venue, apply_interval_s=0.5) as service:
+        committer, index = service.committer, service.index
+        applies, barriers = committer.applies, committer.barriers  # the gate was one
+        cursor = committer.submit_deferred(_put_meta(b"probe", b"1", index))
+        answer = await service.scan(ScanRequest("1", code, "main"))
+        assert answer.reason == "ok"
+        assert not cursor.done()  # the scan did not wait for it
+        assert index.get_meta("probe") is None
+        await cursor
+        assert index.get_meta("probe") == b"1"
+        assert index.state_of(venue.ids["t"]).entries == 1  # the same transaction
+        assert committer.applies == applies + 1
+        assert committer.barriers == barriers
+
+
+@pytest.mark.parametrize("apart", [False, True])
+async def test_deferred_writes_are_stored_before_a_later_barrier(
+    tmp_path: Path, venue: Venue, apart: bool
+) -> None:
+    """In the same hand-over as the barrier, or held by the applier when it comes."""
+    code = venue.add_ticket("t")
+    async with scan_service(tmp_path, venue, apply_interval_s=30.0) as service:
+        committer, index = service.committer, service.index
+        first = committer.submit_deferred(_put_meta(b"cursor-x", b"old", index))
+        if apart:  # the deferred write is with the applier once the scan is answered
+            assert (await service.scan(ScanRequest("1", code, "main"))).reason == "ok"
+            assert not first.done()
+        await committer.submit(_put_meta(b"cursor-x", b"new", index))  # a barrier
+        assert first.done() and first.exception() is None
+        assert index.get_meta("cursor-x") == b"new"
+
+
+async def test_a_deferred_write_cannot_take_a_seq_and_the_scans_are_kept(
+    tmp_path: Path, venue: Venue
+) -> None:
+    """The writer appends scans while the applier runs deferred writes: a deferred
+    write that appended to the scan log would share seqs with them. It fails alone."""
+    code, other = venue.add_ticket("t"), venue.add_ticket("u")
+    async with scan_service(tmp_path, venue, apply_interval_s=0.2) as service:
+        committer, index = service.committer, service.index
+        entry = LogEntry("x", 0, Result.REJECTED, "unknown", Direction.ENTRY, "main",
+                         "single", 0, 0.0, 0.0)
+
+        def appends(txn: Any, c: GroupCommitter) -> None:
+            c.append_log(txn, entry)
+
+        bad = committer.submit_deferred(appends)
+        assert (await service.scan(ScanRequest("1", code, "main"))).reason == "ok"
+        with pytest.raises(CommitFailed):
+            await bad
+        assert (await service.scan(ScanRequest("2", other, "main"))).reason == "ok"
+        await committer.flush()
+        assert index.counts()["scanlog"] == 2
+        with index.env.begin(db=index.scanlog) as txn:
+            logged = [log_decoder.decode(raw).scan_id for _key, raw in txn.cursor()]
+        assert logged == ["1", "2"]
+
+
+async def test_without_a_journal_a_deferred_write_is_a_plain_commit(
+    tmp_path: Path, venue: Venue
+) -> None:
+    async with scan_service(tmp_path, venue, journal_bytes=0) as service:
+        await service.committer.submit_deferred(_put_meta(b"probe", b"2", service.index))
+        assert service.index.get_meta("probe") == b"2"
