@@ -283,8 +283,16 @@ class ScanService:
 
         await self.committer.submit(op)
         self.profiles[name] = profile
-        if view is not None:
-            self.gates[name] = view
+        if view is None:
+            return
+        # Resolved again: a catalogue change stored while this write waited (the
+        # follower's ``reload``) must not be undone by a view of the older catalogue;
+        # that gate refused every date the change added (``wrong_date``) until the
+        # next change.
+        try:
+            self.gates[name] = self.resolve_gate(name, profile)
+        except InvalidGate:  # its dates went meanwhile: as ``reload`` leaves it
+            self.gates.pop(name, None)
 
     # -- lookup ----------------------------------------------------------------------
 
