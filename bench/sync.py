@@ -116,23 +116,30 @@ async def _wait_admits(http: aiohttp.ClientSession, edge_url: str, code: str) ->
     """Until the node admits *code* at the probe gate (its order has reached it)."""
     deadline = time.monotonic() + 30
     tries = 0
+    answer: Any = None
     while time.monotonic() < deadline:
         tries += 1
         async with http.post(edge_url + "/api/v1/scans", json={
             "scan_id": f"load-ready-{tries}", "code": code, "gate": "probe"}) as resp:
-            if (await resp.json())["result"] == "accepted":
+            answer = await resp.json()
+            if answer.get("result") == "accepted":
                 return
         await asyncio.sleep(0.01)
-    raise SystemExit("the load order did not reach the node in 30 s")
+    raise SystemExit(f"the load order did not reach the node in 30 s: {answer}")
 
 
 async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from core.benchsnap import fill
 
-    core_data = work / "core"
-    fill_s = fill(core_data, args.tickets)
+    filled = work / "core"
+    fill_s = fill(filled, args.tickets)
     if fill_s:
         note(f"sync: filled {args.tickets} tickets in {fill_s:.1f} s")
+    # Each run on a copy: what a run sells and scans (thousands of admissions in the
+    # load phases) would otherwise make every later run's bootstrap replay them.
+    core_data = work / "core-run"
+    shutil.rmtree(core_data, ignore_errors=True)
+    shutil.copytree(filled, core_data)
     node_data = work / "node"
     shutil.rmtree(node_data, ignore_errors=True)
     core_port, edge_port = _free_port(), _free_port()
