@@ -446,7 +446,8 @@ async def get_metrics(request: web.Request) -> web.Response:
                "Scans durable in the journal, not yet stored in the index.",
                committer.unapplied_scans),
         *counter("edge_journal_applies_total",
-                 "Transactions storing journaled scans in the index.", committer.applies),
+                 "Transactions of the applier: journaled scans stored in the index, with "
+                 "the sync cursors that waited for them.", committer.applies),
         *counter("edge_journal_barriers_total",
                  "Writes other than scans and sync cursors: each made the applier store "
                  "the journaled scans at once while new scans waited.", committer.barriers),

@@ -192,7 +192,6 @@ class Follower:
         """
         dest = data / "bootstrap.gksnap"
         size, cursor, sha256 = await self.client.download_snapshot(dest)
-        self.service.cursor_ahead = 0  # the snapshot's cursor is the one from now on
         keyring = self.service.keyring
         with dest.open("rb") as fh:
             reader = SnapshotReader(fh)
@@ -234,6 +233,7 @@ class Follower:
             await self.committer.submit(op)
         finally:
             self.service.importing -= 1
+        self.service.cursor_ahead = 0  # the snapshot's cursor is the one from now on
         report = reports[0]
         dest.unlink(missing_ok=True)
         self.service.reload()

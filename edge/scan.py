@@ -269,12 +269,8 @@ class ScanService:
     async def put_gate(self, name: str, profile: GateProfile, *, strict: bool = True) -> None:
         """Store a gate profile. Not *strict*: keep it even if the catalogue does not know
         its dates yet (a node still waiting for its first snapshot); it resolves later."""
-        try:
-            view: GateView | None = self.resolve_gate(name, profile)
-        except InvalidGate:
-            if strict:
-                raise
-            view = None
+        if strict:
+            self.resolve_gate(name, profile)  # InvalidGate: refused, nothing stored
         raw = encoder.encode(profile)
         key = f"gate:{name}".encode()
 
@@ -283,15 +279,14 @@ class ScanService:
 
         await self.committer.submit(op)
         self.profiles[name] = profile
-        if view is None:
-            return
-        # Resolved again: a catalogue change stored while this write waited (the
+        # Resolved once stored: a catalogue change stored while this write waited (the
         # follower's ``reload``) must not be undone by a view of the older catalogue;
         # that gate refused every date the change added (``wrong_date``) until the
-        # next change.
+        # next change. A profile that does not resolve (yet) leaves no view, as
+        # ``reload`` leaves it: not the view of the profile it replaced.
         try:
             self.gates[name] = self.resolve_gate(name, profile)
-        except InvalidGate:  # its dates went meanwhile: as ``reload`` leaves it
+        except InvalidGate:
             self.gates.pop(name, None)
 
     # -- lookup ----------------------------------------------------------------------

@@ -296,9 +296,9 @@ class GroupCommitter:
         self._apply_q: queue.SimpleQueue[_ApplyItem] = queue.SimpleQueue()
         self._applier: threading.Thread | None = None
         self._held: _Ops = []
+        """Deferred writes the applier holds for its next transaction (applier thread)."""
         self._gone_lock = threading.Lock()
         self._applier_gone = False
-        """Deferred writes the applier holds for its next transaction (applier thread)."""
         self._seqs_open = True
         """False while the applier runs deferred writes with the writer running: then no
         write may take a seq (``append_log``)."""
@@ -709,8 +709,9 @@ class GroupCommitter:
     def _apply(self, pending: list[_Journaled], ops: _Ops) -> BaseException | None:
         """Store *pending* (emptied once stored), then the deferred writes held
         (``_held``), then *ops* (a barrier's), in one transaction; returns the error for
-        *ops*. If the writes fail, the journaled scans are stored without them; if those
-        cannot be stored, they stay in *pending*. Held writes are settled either way.
+        *ops*. What fails is left out and the rest tried again: the held writes first
+        (settled with the error), then *ops*; if the journaled scans alone cannot be
+        stored, they stay in *pending*. Held writes are settled either way.
 
         Only while a barrier's *ops* run does the writer thread wait: then, and only
         then, this thread may give seqs out (``next_seq``); otherwise the writer is
@@ -720,34 +721,35 @@ class GroupCommitter:
         started = time.perf_counter()
         ops_error: BaseException | None = None
         held = self._held
-        with_ops = bool(ops) or bool(held)
+        with_ops = bool(ops)
         try:
             for _attempt in range(8):
                 seq_before = self.next_seq
+                with_held = bool(held)
                 try:
                     with self._index.env.begin(write=True) as txn:
                         for journaled in pending:
                             for writes in journaled.writes:
                                 self._put_rows(txn, writes)
-                        if with_ops:
+                        if with_held:
                             self._run_deferred(txn, held)
+                        if with_ops:
                             # The writer thread waits: every journaled scan is in *pending*.
                             self._run_ops(txn, ops)
-                        if with_ops and ops:
                             position: Position | None = Position(
                                 journal.epoch, journal.offset, self.next_seq - 1)
                         elif pending:
                             position = Position(journal.epoch, pending[-1].end,
                                                 pending[-1].last_seq)
-                        else:
+                        elif with_held:
                             position = None
-                        if position is None and not with_ops:
+                        else:
                             return ops_error
                         if position is not None:
                             txn.put(JOURNAL_META_KEY, log_encoder.encode(position),
                                     db=self._index.meta)
                 except lmdb.MapFullError:
-                    if with_ops and ops:  # the writer waits: the seqs are this thread's
+                    if with_ops:  # the writer waits: the seqs are this thread's
                         self.next_seq = seq_before
                     try:
                         self._grow_from_loop()
@@ -755,11 +757,16 @@ class GroupCommitter:
                         break
                 except Exception as exc:  # an I/O failure or a bug
                     if with_ops:
-                        if ops:
-                            self.next_seq = seq_before
-                        log.exception("commit of %d operations failed", len(ops) + len(held))
-                        ops_error, with_ops = exc, False
+                        self.next_seq = seq_before
+                    if with_held:
+                        # Tried again without them: a cursor written later makes up for
+                        # it, and a barrier's write must not fail for theirs.
+                        log.exception("storing %d deferred writes failed", len(held))
                         self._settle_held(exc)
+                        continue
+                    if with_ops:
+                        log.exception("commit of %d operations failed", len(ops))
+                        ops_error, with_ops = exc, False
                         continue  # the journaled scans alone
                     self.apply_failures += 1
                     log.exception("storing %d journaled scans in the index failed; they "
@@ -775,8 +782,8 @@ class GroupCommitter:
                 log.error("storing journaled scans in the index failed: the map could not "
                           "grow")
             failed = CommitFailed("the map could not grow enough")
-            self._settle_held(ops_error or failed)
-            return ops_error or (failed if ops else None)
+            self._settle_held(failed)
+            return ops_error or (failed if with_ops else None)
         finally:
             if held:  # a bug above must not leave a deferred write waiting forever
                 self._settle_held(CommitFailed("the deferred write was not stored"))

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from edge.index import encoder
 from edge.model import GateProfile, Mode, ScanRequest
+from edge.scan import UnknownGate
 from edge.scanlog import GroupCommitter
 from sync.codes import Kind
 from sync.snapshot import Date
@@ -45,3 +47,18 @@ async def test_a_gate_put_while_the_catalogue_changes_sees_the_new_dates(
         code = venue.signed(Kind.TICKET, 900_999, 1, 40, 100)  # sold after the sync
         answer = await service.scan(ScanRequest("1", code, "late"))
         assert answer.reason == "ok", answer
+
+
+async def test_a_profile_that_does_not_resolve_yet_leaves_no_view_of_the_old_one(
+    tmp_path: Path, venue: Venue
+) -> None:
+    """A gate kept before the catalogue knows its dates (``strict=False``, a node
+    waiting for its first snapshot) must not go on admitting the dates of the profile
+    it replaced."""
+    code = venue.add_ticket("t")
+    async with scan_service(tmp_path, venue) as service:
+        await service.put_gate("main", GateProfile(Mode.SINGLE, dates=[999]), strict=False)
+        assert "main" not in service.gates
+        assert service.profiles["main"].dates == [999]
+        with pytest.raises(UnknownGate):
+            await service.scan(ScanRequest("1", code, "main"))

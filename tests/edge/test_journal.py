@@ -501,3 +501,24 @@ async def test_without_a_journal_a_deferred_write_is_a_plain_commit(
     async with scan_service(tmp_path, venue, journal_bytes=0) as service:
         await service.committer.submit_deferred(_put_meta(b"probe", b"2", service.index))
         assert service.index.get_meta("probe") == b"2"
+
+
+async def test_a_failing_deferred_write_fails_alone(tmp_path: Path, venue: Venue) -> None:
+    """Held deferred writes share a barrier's transaction: one that fails is left out
+    and the barrier's write is stored (review: it failed the barrier, and with it, as a
+    failed commit, every scan handed over meanwhile)."""
+    code = venue.add_ticket("t")
+    async with scan_service(tmp_path, venue, apply_interval_s=30.0) as service:
+        committer, index = service.committer, service.index
+
+        def broken(_txn: Any, _c: GroupCommitter) -> None:
+            raise OSError(5, "Input/output error")
+
+        bad = committer.submit_deferred(broken)
+        assert (await service.scan(ScanRequest("1", code, "main"))).reason == "ok"
+        await committer.submit(_put_meta(b"probe", b"3", index))  # a barrier: stored
+        with pytest.raises(CommitFailed):
+            await bad
+        assert index.get_meta("probe") == b"3"
+        assert index.state_of(venue.ids["t"]).entries == 1
+        assert (await service.scan(ScanRequest("2", code, "main"))).reason == "already_used"
