@@ -709,8 +709,8 @@ class GroupCommitter:
     def _apply(self, pending: list[_Journaled], ops: _Ops) -> BaseException | None:
         """Store *pending* (emptied once stored), then the deferred writes held
         (``_held``), then *ops* (a barrier's), in one transaction; returns the error for
-        *ops*. What fails is left out and the rest tried again: the held writes first
-        (settled with the error), then *ops*; if the journaled scans alone cannot be
+        *ops*. A held write that fails is left out alone (``_run_deferred``); if *ops*
+        fail, the rest is tried again without them; if the journaled scans cannot be
         stored, they stay in *pending*. Held writes are settled either way.
 
         Only while a barrier's *ops* run does the writer thread wait: then, and only
@@ -758,16 +758,10 @@ class GroupCommitter:
                 except Exception as exc:  # an I/O failure or a bug
                     if with_ops:
                         self.next_seq = seq_before
-                    if with_held:
-                        # Tried again without them: a cursor written later makes up for
-                        # it, and a barrier's write must not fail for theirs.
-                        log.exception("storing %d deferred writes failed", len(held))
-                        self._settle_held(exc)
-                        continue
                     if with_ops:
                         log.exception("commit of %d operations failed", len(ops))
                         ops_error, with_ops = exc, False
-                        continue  # the journaled scans alone
+                        continue  # the journaled scans (and held writes) alone
                     self.apply_failures += 1
                     log.exception("storing %d journaled scans in the index failed; they "
                                   "stay in the journal",
@@ -789,13 +783,24 @@ class GroupCommitter:
                 self._settle_held(CommitFailed("the deferred write was not stored"))
 
     def _run_deferred(self, txn: Any, held: _Ops) -> None:
-        """Deferred writes, before a barrier's: they were handed over first. The writer
-        may be appending scans meanwhile, so none of them may take a seq."""
+        """Deferred writes, before a barrier's: they were handed over first. Each in a
+        child transaction: one that fails is rolled back and settled with its error at
+        once, and nothing else fails with it. The writer may be appending scans
+        meanwhile, so none of them may take a seq."""
         self._seqs_open = False
         try:
-            for op, _fut in held:
+            for item in list(held):
+                op = item[0]
                 assert isinstance(op, Deferred)
-                op.fn(txn, self)
+                try:
+                    with self._index.env.begin(write=True, parent=txn) as child:
+                        op.fn(child, self)
+                except lmdb.MapFullError:
+                    raise  # all of it again once the map has grown
+                except Exception as exc:
+                    log.exception("a deferred write failed")
+                    held.remove(item)
+                    self._settle([item], exc)
         finally:
             self._seqs_open = True
 

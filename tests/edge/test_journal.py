@@ -522,3 +522,24 @@ async def test_a_failing_deferred_write_fails_alone(tmp_path: Path, venue: Venue
         assert index.get_meta("probe") == b"3"
         assert index.state_of(venue.ids["t"]).entries == 1
         assert (await service.scan(ScanRequest("2", code, "main"))).reason == "already_used"
+
+
+async def test_a_failing_barrier_does_not_fail_the_deferred_writes_it_carries(
+    tmp_path: Path, venue: Venue
+) -> None:
+    """The other way round (review): a barrier whose write fails takes no held cursor
+    write with it."""
+    code = venue.add_ticket("t")
+    async with scan_service(tmp_path, venue, apply_interval_s=30.0) as service:
+        committer, index = service.committer, service.index
+
+        def broken(_txn: Any, _c: GroupCommitter) -> None:
+            raise OSError(5, "Input/output error")
+
+        cursor = committer.submit_deferred(_put_meta(b"probe", b"4", index))
+        assert (await service.scan(ScanRequest("1", code, "main"))).reason == "ok"
+        with pytest.raises(CommitFailed):
+            await committer.submit(broken)
+        await cursor
+        assert index.get_meta("probe") == b"4"
+        assert index.state_of(venue.ids["t"]).entries == 1
