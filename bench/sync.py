@@ -68,7 +68,7 @@ async def _load(args: argparse.Namespace, edge_url: str, bodies: list[bytes],
     took = result["elapsed_s"] or args.load_seconds
     return {
         **{k: result[k] for k in ("achieved_per_s", "p50_ms", "p99_ms", "max_ms",
-                                  "sendlag_p99_ms", "errors")},
+                                  "sendlag_p99_ms", "errors", "reasons")},
         "commits_per_s": round((_counter(_COMMITS, after) - _counter(_COMMITS, before))
                                / took, 1),
         "applies_per_s": round((_counter(_APPLIES, after) - _counter(_APPLIES, before))
@@ -126,6 +126,16 @@ async def _wait_admits(http: aiohttp.ClientSession, edge_url: str, code: str) ->
                 return
         await asyncio.sleep(0.01)
     raise SystemExit(f"the load order did not reach the node in 30 s: {answer}")
+
+
+async def _wait_outbox_empty(http: aiohttp.ClientSession, edge_url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        async with http.get(edge_url + "/api/v1/status") as resp:
+            if (await resp.json())["sync"]["outbox"] == 0:
+                return
+        await asyncio.sleep(0.01)
+    raise SystemExit("the node did not upload the online phase's scans in 30 s")
 
 
 async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -228,6 +238,7 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                           for t in loaded["tickets"]]
                 await _wait_admits(http, edge_url, loaded["tickets"][-1]["code"])
                 load["online"] = await _load(args, edge_url, bodies, "on")
+                await _wait_outbox_empty(http, edge_url)  # the outage's scans alone next
             # Outage: the core is killed, the node admits on its own, the core comes
             # back; time from the core answering again to the node's outbox being empty.
             procs[0].kill()
@@ -284,6 +295,8 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.load_seconds > 0 and not 0 < args.load_rate < float("inf"):
+        raise SystemExit("--load-rate must be a positive number of scans/s")
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)
         result = asyncio.run(_run(args, args.work))
