@@ -16,7 +16,9 @@ times:
 - ``online`` / ``offline``: scans at ``--load-rate`` for ``--load-seconds`` (open
   loop, ``bench.rate``) while the node uploads them to the core, then the same with
   the core stopped: the scan latency the upload costs, and the index transactions
-  (``applies_per_s``) each state makes.
+  (``applies_per_s``, ``barriers_per_s``) each state makes. With ``--peer``, a second
+  node scans the same tickets at the same rate meanwhile (``online_peer``): its
+  admissions reach the first node through the feed.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ LOAD_TICKETS = 500
 LOAD_CONNECTIONS = 64
 _APPLIES = re.compile(r"^edge_journal_applies_total (\d+)", re.M)
 _COMMITS = re.compile(r"^edge_commits_total (\d+)", re.M)
+_BARRIERS = re.compile(r"^edge_journal_barriers_total (\d+)", re.M)
 
 
 def _counter(pattern: re.Pattern[str], text: str) -> int:
@@ -73,6 +76,8 @@ async def _load(args: argparse.Namespace, edge_url: str, bodies: list[bytes],
                                / took, 1),
         "applies_per_s": round((_counter(_APPLIES, after) - _counter(_APPLIES, before))
                                / took, 1),
+        "barriers_per_s": round((_counter(_BARRIERS, after) - _counter(_BARRIERS, before))
+                                / took, 1),
     }
 
 
@@ -85,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scans/s of the online and offline load phases")
     parser.add_argument("--load-seconds", type=float, default=5.0,
                         help="length of each load phase (0: none)")
+    parser.add_argument("--peer", action="store_true",
+                        help="a second node scans the same tickets at the same rate during "
+                        "the online phase (its admissions reach the first through the feed)")
 
 
 def _free_port() -> int:
@@ -237,7 +245,28 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 bodies = [b'"code":"' + t["code"].encode() + b'","gate":"probe"}'
                           for t in loaded["tickets"]]
                 await _wait_admits(http, edge_url, loaded["tickets"][-1]["code"])
-                load["online"] = await _load(args, edge_url, bodies, "on")
+                if args.peer:
+                    peer_url = f"http://127.0.0.1:{_free_port()}"
+                    peer_data = work / "peer"
+                    shutil.rmtree(peer_data, ignore_errors=True)
+                    procs.append(subprocess.Popen(
+                        [sys.executable, "-m", "edge", "serve", "--data", str(peer_data),
+                         "--port", peer_url.rsplit(":", 1)[1], "--admin-token", TOKEN,
+                         "--core", core_url, "--core-token", node_token, "--venue", VENUE,
+                         "--node-id", "bench-peer", "--log-level", "WARNING"],
+                        stdout=log, stderr=log))
+                    await _wait(http, peer_url, procs[-1], timeout=120)
+                    async with http.put(peer_url + "/api/v1/gates/probe",
+                                        json={"mode": "multi"}) as r:
+                        assert r.status == 200, await r.text()
+                    await _wait_admits(http, peer_url, loaded["tickets"][-1]["code"])
+                    load["online"], load["online_peer"] = await asyncio.gather(
+                        _load(args, edge_url, bodies, "on"),
+                        _load(args, peer_url, bodies, "peer"))
+                    procs[-1].send_signal(signal.SIGTERM)
+                    procs[-1].wait(30)
+                else:
+                    load["online"] = await _load(args, edge_url, bodies, "on")
                 await _wait_outbox_empty(http, edge_url)  # the outage's scans alone next
             # Outage: the core is killed, the node admits on its own, the core comes
             # back; time from the core answering again to the node's outbox being empty.

@@ -204,10 +204,11 @@ def test_commit_compares_lmdb_and_the_journal_on_this_disk(tmp_path: Path) -> No
 
 def test_sync_runs_a_core_and_a_node_online_and_offline(tmp_path: Path) -> None:
     figures = run_bench("sync", "--tickets", "500", "--changes", "3", "--load-rate", "200",
-                        "--load-seconds", "1", "--work", str(tmp_path))
+                        "--load-seconds", "1", "--peer", "--work", str(tmp_path))
     assert figures["changes"] == 3 and figures["bootstrap_s"] > 0
-    for phase in ("online", "offline"):
+    for phase in ("online", "online_peer", "offline"):
         load = figures[phase]
         assert load["errors"] == 0, load
         assert load["reasons"] == {"ok": 200}, load  # a multi gate admits every scan
         assert load["applies_per_s"] > 0 and load["p99_ms"] > 0
+    assert figures["offline"]["barriers_per_s"] == 0  # nothing but scans and cursors
