@@ -84,6 +84,36 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread of *pid*, by name: ``loop`` for its main
+    thread, the node's own names for the threads that set them (``edge-writer``,
+    ``edge-applier``), ``other`` for the rest. Threads that have ended are not counted."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        name = raw[raw.find("(") + 1 : raw.rfind(")")]
+        fields = raw[raw.rfind(")") + 2 :].split()
+        key = "loop" if int(tid) == pid else name if name.startswith("edge-") else "other"
+        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def thread_shares(before: dict[str, float], after: dict[str, float],
+                  seconds: float) -> dict[str, float]:
+    """Each thread's share of a core between two ``thread_cpu`` reads."""
+    if seconds <= 0:
+        return {}
+    return {k: round((v - before.get(k, 0.0)) / seconds, 3) for k, v in sorted(after.items())}
+
+
 def disk_writes(path: Path) -> tuple[int, int]:
     """(bytes, requests) written so far by the block device that holds *path*, from
     ``/sys/dev/block/MAJ:MIN/stat``; (0, 0) when it has none (tmpfs). What the disk was

@@ -65,6 +65,8 @@ from bench.report import (
     emit,
     note,
     pin,
+    thread_cpu,
+    thread_shares,
     wait_quiet,
 )
 from sync.codes import ENVELOPE_V1, PAYLOAD_V1, Claims, Kind, sign
@@ -546,8 +548,10 @@ def run_wrk(
         try:
             time.sleep(margin)
             cpu0, core0, m0 = cpu_seconds(pid), cpu_times(server_core), time.perf_counter()
+            threads0 = thread_cpu(pid)
             time.sleep(max(0.5, max(1, round(seconds)) - 2 * margin))
             cpu1, core1, m1 = cpu_seconds(pid), cpu_times(server_core), time.perf_counter()
+            threads1 = thread_cpu(pid)
             out, err = proc.communicate(timeout=seconds + 60)
         except BaseException:
             proc.kill()  # subprocess.run did this on a timeout; Popen.communicate does not
@@ -565,6 +569,7 @@ def run_wrk(
     result["per_s"] = round(result["requests"] / duration, 1) if duration else 0.0
     result.update(_disk_per_request(disk, written0, result["requests"]))
     result["server_cpu"] = round((cpu1 - cpu0) / window, 3) if window > 0 else 0.0
+    result["threads_cpu"] = thread_shares(threads0, threads1, window)
     result["wall_s"] = round(wall, 3)
     result["foreign_cores"] = others
     result["steal_cores"] = stolen
@@ -640,6 +645,7 @@ def open_loop(
     written0 = disk_writes(args.work)
     meter = ForeignCpu()
     cpu0 = cpu_seconds(pid)
+    threads0 = thread_cpu(pid)
     t0 = time.perf_counter()
     with perf_record(pid, perf):
         result = fixed_rate(
@@ -658,6 +664,7 @@ def open_loop(
     # the generator's gc.collect before it, while the server idled.
     took = min(took, result.get("elapsed_s") or took)
     result["server_cpu"] = round((cpu_seconds(pid) - cpu0) / took, 3) if took else 0.0
+    result["threads_cpu"] = thread_shares(threads0, thread_cpu(pid), took)
     result["foreign_cores"] = meter.cores()
     result["steal_cores"] = meter.stolen()
     answered = sum(result["reasons"].values())
@@ -913,6 +920,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             figures["errors"] = sum(r["error_count"] for r in fulls)
             figures["errors_by_kind"] = full["errors"]
             figures["server_cpu"] = full["server_cpu"]
+            figures["node_threads_cpu"] = full["threads_cpu"]
             figures["server_core_busy"] = full["server_core_busy"]
             figures["disk_write_kb_per_scan"] = full["disk_write_kb_per_request"]
             figures["disk_writes_per_scan"] = full["disk_writes_per_request"]
@@ -972,6 +980,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ]
                 result = min(halves, key=lambda r: float(r["p99_ms"]))
                 figures["half_rate_cpu"] = result["server_cpu"]
+                figures["half_rate_threads_cpu"] = result["threads_cpu"]
                 # How long the node's group commits (write + fsync) took meanwhile.
                 figures["half_rate_commits"] = result["commits"]
                 figures["half_rate_foreign_cores"] = result["foreign_cores"]

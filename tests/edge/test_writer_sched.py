@@ -127,3 +127,23 @@ async def test_serve_maps_the_writer_sched_option(
         assert policies.count(os.SCHED_OTHER) == len(policies) - batch_threads
     finally:
         node.stop()
+
+
+async def test_the_node_threads_carry_their_names_for_the_os(
+    tmp_path: Path, venue: Venue
+) -> None:
+    """``top -H`` and ``bench scan`` (CPU per thread) tell the writer and the applier
+    from the loop by the names the threads give the OS."""
+    from bench.report import thread_cpu
+    from edge.api import SERVICE
+
+    async with run_edge(tmp_path / "node", venue) as node:
+        committer = node.app[SERVICE].committer
+        await committer.submit(_noop)  # both threads are past their start
+        names = {}
+        for thread in (committer._thread, committer._applier):
+            assert thread is not None and thread.native_id is not None
+            comm = Path(f"/proc/self/task/{thread.native_id}/comm").read_text().strip()
+            names[thread.name] = comm
+        assert names == {"edge-writer": "edge-writer", "edge-applier": "edge-applier"}
+        assert {"loop", "edge-writer", "edge-applier"} <= set(thread_cpu(os.getpid()))
