@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                        "(default %(default)s; 0: scans are committed straight to the index)")
     serve.add_argument("--apply-interval-ms", type=_from_zero_to(MAX_APPLY_INTERVAL_MS, "ms"),
                        default=APPLY_INTERVAL_S * 1000,
-                       help="longest a journaled scan waits to be stored in the index "
+                       help="longest a journaled scan, or a sync cursor, waits to be stored "
+                       "in the index; each upload to the core waits for its cursor "
                        "(default %(default)s)")
     serve.add_argument("--writer-sched", choices=("batch", "normal"),
                        default="batch" if WRITER_SCHED_BATCH else "normal",
