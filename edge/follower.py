@@ -354,11 +354,11 @@ class Follower:
                 catalog = change.catalog
             elif isinstance(change, ScanAdmitted) and change.node != self.node_id:
                 admitted.append(change)
-        cursor_raw = encoder.encode(batch.cursor)
         if not records and catalog is None and not admitted:
-            self._skip_to(batch.cursor, cursor_raw)
+            self._skip_to(batch.cursor)
             self.applied_changes += len(batch.changes)
             return
+        cursor_raw = encoder.encode(batch.cursor)
         catalog_raw = encoder.encode(catalog) if catalog is not None else None
         record_rows = [(r, encoder.encode(r)) for r in records.values()]
         index = self.index
@@ -392,7 +392,7 @@ class Follower:
             self.service.reload()
         self.applied_changes += len(batch.changes)
 
-    def _skip_to(self, cursor: int, cursor_raw: bytes) -> None:
+    def _skip_to(self, cursor: int) -> None:
         """A batch with nothing for the index (this node's own admissions coming back,
         while it scans and uploads): the index is consistent with *cursor* as it is.
         The next poll asks from there at once (``ScanService.cursor_ahead``); the
@@ -402,14 +402,20 @@ class Follower:
         if cursor <= self.service.cursor():
             return
         self.service.cursor_ahead = cursor
-        index = self.index
-
         # Stored before any write submitted after it (a later batch's cursor, a
         # resync's): the applier runs deferred writes first in a barrier's transaction.
-        def op(txn: Any, _committer: GroupCommitter) -> None:
-            txn.put(b"cursor", cursor_raw, db=index.meta)
+        self.committer.submit_deferred(
+            self._put_meta(b"cursor", encoder.encode(cursor))
+        ).add_done_callback(_log_failure)
 
-        self.committer.submit_deferred(op).add_done_callback(_log_failure)
+    def _put_meta(self, key: bytes, raw: bytes) -> Callable[[Any, GroupCommitter], None]:
+        """A write of one ``meta`` key (a sync cursor)."""
+        index = self.index
+
+        def op(txn: Any, _committer: GroupCommitter) -> None:
+            txn.put(key, raw, db=index.meta)
+
+        return op
 
     def _reserve_foreign(
         self,
@@ -530,14 +536,10 @@ class Follower:
                      len(chunk))
 
     async def _set_upload_cursor(self, seq: int) -> None:
-        raw = encoder.encode(seq)
-
-        def op(txn: Any, _committer: GroupCommitter) -> None:
-            txn.put(b"upload_cursor", raw, db=self.index.meta)
-
         # Not a barrier: the cursor commutes with scans. A crash before it is stored
         # sends those scans again, and the core keeps one per scan_id.
-        await self.committer.submit_deferred(op)
+        await self.committer.submit_deferred(
+            self._put_meta(b"upload_cursor", encoder.encode(seq)))
 
     async def _upload(self) -> None:
         backoff = Backoff()

@@ -10,7 +10,8 @@ committer appends each group of scans here as one record and answers once it is
 flushed; its applier thread copies the rows into LMDB in larger, fully synced
 transactions a few times a second, and stores in ``meta`` (key ``journal``) how far
 the journal is applied. A node that stops (or is killed) with rows not applied yet
-applies them at its next start (``Journal.open``), before deciding anything.
+applies them at its next start (``GroupCommitter._open_journal``), before deciding
+anything.
 
 File layout: a header block (``FILE_HEAD``: magic, epoch, capacity), then a ring of
 records up to the capacity. A record is ``RECORD_HEAD`` (magic, crc32, payload length,
@@ -78,7 +79,7 @@ class JournalFull(Exception):
 
 
 _rows_encoder: Final = msgspec.msgpack.Encoder()
-_rows_decoder: Final = msgspec.msgpack.Decoder(list[tuple[bytes, bytes, bytes, int, bytes | None]])
+_rows_decoder: Final = msgspec.msgpack.Decoder(list[JournalRow])
 position_decoder: Final = msgspec.msgpack.Decoder(Position)
 
 

@@ -21,6 +21,7 @@ import msgspec
 
 from edge.decision import decide
 from edge.index import REPLAY_KEY, Index, encoder, record_decoder, state_decoder, u64
+from edge.journal import JournalRow
 from edge.metrics import Counters, RateMeter
 from edge.model import (
     Decision,
@@ -129,17 +130,16 @@ class _Slot:
 
 
 class _Row(NamedTuple):
-    """A decided scan on its way to the log: what the writer stores for it."""
+    """A decided scan on its way to the log."""
 
     sid: bytes
-    entry: LogEntry
     answer: StoredAnswer
-    answer_raw: bytes
     ident: int
-    state_raw: bytes | None
     new_state: ScanState | None
     generation: int
     """Of its reservation in ``pending_state`` (0: none)."""
+    stored: JournalRow
+    """What the writer stores for it, encoded once."""
 
 
 class _Batch:
@@ -572,13 +572,12 @@ class ScanService:
             req.scan_id, ident, decision.result, decision.reason, decision.direction,
             req.gate, gate.mode, decision.date, at, now, "scan", slot.offline,
         )
-        answer_raw = encoder.encode(answer)
-        state_raw = encoder.encode(new_state) if new_state is not None else None
+        stored = (slot.sid, log_encoder.encode(entry), encoder.encode(answer), ident,
+                  encoder.encode(new_state) if new_state is not None else None)
         # Last, so that a failure above leaves nothing reserved.
         generation = self.reserve_state(ident, new_state) if new_state is not None else 0
         slot.answer = answer
-        return _Row(slot.sid, entry, answer, answer_raw, ident, state_raw, new_state,
-                    generation)
+        return _Row(slot.sid, answer, ident, new_state, generation, stored)
 
     def _settle(
         self,
@@ -614,12 +613,7 @@ class ScanService:
     def _log_scans(self, rows: list[_Row]) -> asyncio.Future[None]:
         """Queue a batch of scans as one logged write: for each, the log entry, the
         remembered answer, and the new state when there is one."""
-        encode = log_encoder.encode
-        writes = ScanWrites(
-            [(row.sid, encode(row.entry), row.answer_raw, row.ident, row.state_raw)
-             for row in rows],
-            rows,
-        )
+        writes = ScanWrites([row.stored for row in rows], rows)
         # This callback already gathered the round's scans: no need to wait for the
         # committer's own end-of-round hand-over.
         return self.committer.submit_scans(writes)

@@ -726,30 +726,23 @@ class GroupCommitter:
         with_ops = bool(ops)
         try:
             for _attempt in range(8):
+                if not (pending or held or with_ops):
+                    return ops_error
                 seq_before = self.next_seq
-                with_held = bool(held)
                 try:
                     with self._index.env.begin(write=True) as txn:
                         for journaled in pending:
                             for writes in journaled.writes:
                                 self._put_rows(txn, writes)
-                        if with_held:
-                            self._run_deferred(txn, held)
+                        self._run_deferred(txn, held)
                         if with_ops:
                             # The writer thread waits: every journaled scan is in *pending*.
                             self._run_ops(txn, ops)
-                            position: Position | None = Position(
-                                journal.epoch, journal.offset, self.next_seq - 1)
+                            _put_position(txn, self._index, Position(
+                                journal.epoch, journal.offset, self.next_seq - 1))
                         elif pending:
-                            position = Position(journal.epoch, pending[-1].end,
-                                                pending[-1].last_seq)
-                        elif with_held:
-                            position = None
-                        else:
-                            return ops_error
-                        if position is not None:
-                            txn.put(JOURNAL_META_KEY, log_encoder.encode(position),
-                                    db=self._index.meta)
+                            _put_position(txn, self._index, Position(
+                                journal.epoch, pending[-1].end, pending[-1].last_seq))
                 except lmdb.MapFullError:
                     if with_ops:  # the writer waits: the seqs are this thread's
                         self.next_seq = seq_before
@@ -760,7 +753,6 @@ class GroupCommitter:
                 except Exception as exc:  # an I/O failure or a bug
                     if with_ops:
                         self.next_seq = seq_before
-                    if with_ops:
                         log.exception("commit of %d operations failed", len(ops))
                         ops_error, with_ops = exc, False
                         continue  # the journaled scans (and held writes) alone
@@ -849,8 +841,7 @@ class GroupCommitter:
                 else:
                     stored = True
                     if end != position:  # a lone wrap mark: the next record goes first
-                        _write_at_start(index, lambda txn: txn.put(
-                            JOURNAL_META_KEY, log_encoder.encode(end), db=index.meta))
+                        _write_at_start(index, lambda txn: _put_position(txn, index, end))
             except BaseException:
                 journal.close()
                 raise
@@ -882,8 +873,7 @@ class GroupCommitter:
             return old
         if old is not None:
             old.close()
-        _write_at_start(index, lambda txn: txn.put(
-            JOURNAL_META_KEY, log_encoder.encode(start), db=index.meta))
+        _write_at_start(index, lambda txn: _put_position(txn, index, start))
         return journal
 
     def _recover(self, records: list[tuple[int, list[JournalRow]]], end: Position) -> bool:
@@ -902,7 +892,7 @@ class GroupCommitter:
                 writes = ScanWrites(rows)
                 writes.first_seq = first
                 self._put_rows(txn, writes)
-            txn.put(JOURNAL_META_KEY, log_encoder.encode(end), db=index.meta)
+            _put_position(txn, index, end)
 
         _write_at_start(index, store)
         self.recovered_scans = sum(len(rows) for _first, rows in records)
@@ -1013,6 +1003,11 @@ class GroupCommitter:
         txn.put(u64(seq), log_encoder.encode(entry), db=self._index.scanlog, append=True)
         self.next_seq = seq + 1
         return seq
+
+
+def _put_position(txn: Any, index: Index, position: Position) -> None:
+    """How far the index has the journal, in the same transaction as what got it there."""
+    txn.put(JOURNAL_META_KEY, log_encoder.encode(position), db=index.meta)
 
 
 def _write_at_start(index: Index, write: Callable[[Any], None]) -> None:
