@@ -42,7 +42,8 @@ def measure(commit: Callable[[], None], n: int) -> dict[str, float]:
 def run(folder: Path, levels: list[int], commits: int, tickets: int, seed: int
         ) -> list[dict[str, Any]]:
     from edge.index import Index, u64
-    from edge.journal import Journal, frame
+    from edge.journal import Journal, JournalRow, frame
+    from edge.scanlog import ScanWrites, put_rows
 
     rng = random.Random(seed)
     index = Index(folder / "lmdb")
@@ -54,7 +55,7 @@ def run(folder: Path, levels: list[int], commits: int, tickets: int, seed: int
         journal, _start = Journal.create(folder, 16 << 20, 0)
         out: list[dict[str, Any]] = []
         for k in levels:
-            def rows() -> list[tuple[bytes, bytes, bytes, int, bytes | None]]:
+            def rows() -> list[JournalRow]:
                 nonlocal seq
                 batch = []
                 for _ in range(k):
@@ -64,13 +65,10 @@ def run(folder: Path, levels: list[int], commits: int, tickets: int, seed: int
                 return batch
 
             def in_lmdb() -> None:
-                batch = rows()
-                first = seq - k + 1
-                with index.env.begin(write=True) as txn:
-                    for i, (sid, entry, answer, ident, state) in enumerate(batch):
-                        txn.put(u64(first + i), entry, db=index.scanlog, append=True)
-                        txn.put(u64(ident), state, db=index.state)
-                        txn.put(sid, answer, db=index.answers)
+                writes = ScanWrites(rows())
+                writes.first_seq = seq - k + 1
+                with index.env.begin(write=True) as txn:  # as the node did before
+                    put_rows(txn, index, writes)
 
             def in_journal() -> None:
                 batch = rows()

@@ -60,22 +60,32 @@ def note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _stat(path: Path) -> tuple[str, list[str]] | None:
+    """(command name, the fields after it) of a ``/proc/.../stat`` file; None once the
+    process or thread is gone. Field 11 is user time, 12 system time (in ticks)."""
+    try:
+        raw = path.read_text()
+    except OSError:
+        return None
+    return raw[raw.find("(") + 1 : raw.rfind(")")], raw[raw.rfind(")") + 2 :].split()
+
+
+def _cpu(fields: list[str]) -> float:
+    """User + system seconds of ``_stat`` fields."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of *pid* and its live descendants, in seconds."""
-    tick = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
     stats: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or (found := _stat(entry / "stat")) is None:
             continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(")") + 2 :].split()
+        fields = found[1]
         p = int(entry.name)
         children.setdefault(int(fields[1]), []).append(p)
-        stats[p] = (int(fields[11]) + int(fields[12])) / tick
+        stats[p] = _cpu(fields)
     total, todo = 0.0, [pid]
     while todo:
         p = todo.pop()
@@ -88,21 +98,17 @@ def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds so far of each thread of *pid*, by name: ``loop`` for its main
     thread, the node's own names for the threads that set them (``edge-writer``,
     ``edge-applier``), ``other`` for the rest. Threads that have ended are not counted."""
-    tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return out
     for tid in tids:
-        try:
-            raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        except OSError:
+        if (found := _stat(Path(f"/proc/{pid}/task/{tid}/stat"))) is None:
             continue
-        name = raw[raw.find("(") + 1 : raw.rfind(")")]
-        fields = raw[raw.rfind(")") + 2 :].split()
+        name, fields = found
         key = "loop" if int(tid) == pid else name if name.startswith("edge-") else "other"
-        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        out[key] = out.get(key, 0.0) + _cpu(fields)
     return out
 
 
@@ -142,10 +148,10 @@ def disk_per_request(
 
 def _own_cpu_seconds() -> float:
     """CPU time of this process, its live descendants and its reaped children."""
-    tick = os.sysconf("SC_CLK_TCK")
-    raw = Path("/proc/self/stat").read_text()
-    fields = raw[raw.rfind(")") + 2 :].split()
-    reaped = (int(fields[13]) + int(fields[14])) / tick
+    found = _stat(Path("/proc/self/stat"))
+    assert found is not None  # this process
+    fields = found[1]
+    reaped = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
     return cpu_seconds(os.getpid()) + reaped
 
 

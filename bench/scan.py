@@ -705,6 +705,12 @@ def node_journal(base: str, token: str) -> dict[str, Any] | None:
     return journal
 
 
+def metric_value(text: str, name: str) -> int:
+    """An unlabelled counter or gauge of the node's Prometheus *text* (0 if absent)."""
+    found = re.search(rf"^{re.escape(name)} (\d+)$", text, re.M)
+    return int(found.group(1)) if found else 0
+
+
 def metric_reasons(base: str, token: str) -> Counter[str]:
     out: Counter[str] = Counter()
     for reason, value in _METRIC_REASON.findall(metrics_text(base, token)):

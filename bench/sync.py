@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import shutil
 import signal
 import subprocess
@@ -40,7 +39,7 @@ import aiohttp
 
 from bench.rate import fixed_rate
 from bench.report import emit, note, percentile
-from bench.scan import metrics_text
+from bench.scan import _line, free_port, metric_value, metrics_text
 
 TOKEN = "bench-admin-token"
 VENUE = "Bench Arena"
@@ -48,14 +47,8 @@ PROBE_INTERVAL_S = 0.002
 PROPAGATION_TIMEOUT_S = 10.0
 LOAD_TICKETS = 500
 LOAD_CONNECTIONS = 64
-_APPLIES = re.compile(r"^edge_journal_applies_total (\d+)", re.M)
-_COMMITS = re.compile(r"^edge_commits_total (\d+)", re.M)
-_BARRIERS = re.compile(r"^edge_journal_barriers_total (\d+)", re.M)
-
-
-def _counter(pattern: re.Pattern[str], text: str) -> int:
-    found = pattern.search(text)
-    return int(found.group(1)) if found else 0
+_PER_S = {"commits_per_s": "edge_commits_total", "applies_per_s": "edge_journal_applies_total",
+          "barriers_per_s": "edge_journal_barriers_total"}
 
 
 async def _load(args: argparse.Namespace, edge_url: str, bodies: list[bytes],
@@ -72,12 +65,8 @@ async def _load(args: argparse.Namespace, edge_url: str, bodies: list[bytes],
     return {
         **{k: result[k] for k in ("achieved_per_s", "p50_ms", "p99_ms", "max_ms",
                                   "sendlag_p99_ms", "errors", "reasons")},
-        "commits_per_s": round((_counter(_COMMITS, after) - _counter(_COMMITS, before))
-                               / took, 1),
-        "applies_per_s": round((_counter(_APPLIES, after) - _counter(_APPLIES, before))
-                               / took, 1),
-        "barriers_per_s": round((_counter(_BARRIERS, after) - _counter(_BARRIERS, before))
-                                / took, 1),
+        **{k: round((metric_value(after, name) - metric_value(before, name)) / took, 1)
+           for k, name in _PER_S.items()},
     }
 
 
@@ -93,14 +82,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peer", action="store_true",
                         help="a second node scans the same tickets at the same rate during "
                         "the online phase (its admissions reach the first through the feed)")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _wait(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes],
@@ -136,14 +117,18 @@ async def _wait_admits(http: aiohttp.ClientSession, edge_url: str, code: str) ->
     raise SystemExit(f"the load order did not reach the node in 30 s: {answer}")
 
 
-async def _wait_outbox_empty(http: aiohttp.ClientSession, edge_url: str) -> None:
+async def _until_uploaded(http: aiohttp.ClientSession, edge_url: str, what: str, *,
+                          connected: bool = False) -> None:
+    """Until the node's outbox is empty (and, if *connected*, it sees the core again),
+    polled every 5 ms, 30 s at most."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         async with http.get(edge_url + "/api/v1/status") as resp:
-            if (await resp.json())["sync"]["outbox"] == 0:
-                return
-        await asyncio.sleep(0.01)
-    raise SystemExit("the node did not upload the online phase's scans in 30 s")
+            sync = (await resp.json())["sync"]
+        if sync["outbox"] == 0 and (sync["connected"] or not connected):
+            return
+        await asyncio.sleep(0.005)
+    raise SystemExit(f"the node did not upload {what} in 30 s")
 
 
 async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -160,7 +145,7 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     shutil.copytree(filled, core_data)
     node_data = work / "node"
     shutil.rmtree(node_data, ignore_errors=True)
-    core_port, edge_port = _free_port(), _free_port()
+    core_port, edge_port = free_port(), free_port()
     core_url, edge_url = f"http://127.0.0.1:{core_port}", f"http://127.0.0.1:{edge_port}"
     headers = {"Authorization": f"Bearer {TOKEN}"}
     procs: list[subprocess.Popen[bytes]] = []
@@ -182,14 +167,22 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
             node_token = (await call("POST", f"/api/v1/venues/{VENUE}/tokens",
                                      {"name": "bench"}))["token"]
+
+            async def start_edge(data: Path, port: int, node_id: str) -> None:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "edge", "serve", "--data", str(data), "--port",
+                     str(port), "--admin-token", TOKEN, "--core", core_url, "--core-token",
+                     node_token, "--venue", VENUE, "--node-id", node_id,
+                     "--log-level", "WARNING"],
+                    stdout=log, stderr=log))
+                await _wait(http, f"http://127.0.0.1:{port}", procs[-1], timeout=120)
+
+            async def probe_gate(url: str) -> None:  # admits every scan, again and again
+                async with http.put(url + "/api/v1/gates/probe", json={"mode": "multi"}) as r:
+                    assert r.status == 200, await r.text()
+
             started = time.monotonic()
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "edge", "serve", "--data", str(node_data), "--port",
-                 str(edge_port), "--admin-token", TOKEN, "--core", core_url, "--core-token",
-                 node_token, "--venue", VENUE, "--node-id", "bench-node",
-                 "--log-level", "WARNING"],
-                stdout=log, stderr=log))
-            await _wait(http, edge_url, procs[1], timeout=120)
+            await start_edge(node_data, edge_port, "bench-node")
             while True:
                 async with http.get(edge_url + "/api/v1/status") as resp:
                     status = await resp.json()
@@ -214,8 +207,7 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "customer": {"name": "Bench"}, "payment": "card", "channel": "online",
                 "items": [{"date": event["dates"][0]["id"], "zone": event["zones"][0]["id"],
                            "rate": event["rates"][0]["id"], "quantity": args.changes}]})
-            async with http.put(edge_url + "/api/v1/gates/probe", json={"mode": "multi"}) as r:
-                assert r.status == 200, await r.text()
+            await probe_gate(edge_url)
             probes = 0
             delays: list[float] = []
             for ticket in order["tickets"]:
@@ -242,23 +234,15 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                "zone": event["zones"][0]["id"],
                                "rate": event["rates"][0]["id"], "quantity": LOAD_TICKETS}]})
                 # A multi gate admits every scan again: each is logged and uploaded.
-                bodies = [b'"code":"' + t["code"].encode() + b'","gate":"probe"}'
-                          for t in loaded["tickets"]]
+                bodies = [_line(t["code"], "probe") for t in loaded["tickets"]]
                 await _wait_admits(http, edge_url, loaded["tickets"][-1]["code"])
                 if args.peer:
-                    peer_url = f"http://127.0.0.1:{_free_port()}"
+                    peer_port = free_port()
+                    peer_url = f"http://127.0.0.1:{peer_port}"
                     peer_data = work / "peer"
                     shutil.rmtree(peer_data, ignore_errors=True)
-                    procs.append(subprocess.Popen(
-                        [sys.executable, "-m", "edge", "serve", "--data", str(peer_data),
-                         "--port", peer_url.rsplit(":", 1)[1], "--admin-token", TOKEN,
-                         "--core", core_url, "--core-token", node_token, "--venue", VENUE,
-                         "--node-id", "bench-peer", "--log-level", "WARNING"],
-                        stdout=log, stderr=log))
-                    await _wait(http, peer_url, procs[-1], timeout=120)
-                    async with http.put(peer_url + "/api/v1/gates/probe",
-                                        json={"mode": "multi"}) as r:
-                        assert r.status == 200, await r.text()
+                    await start_edge(peer_data, peer_port, "bench-peer")
+                    await probe_gate(peer_url)
                     await _wait_admits(http, peer_url, loaded["tickets"][-1]["code"])
                     load["online"], load["online_peer"] = await asyncio.gather(
                         _load(args, edge_url, bodies, "on"),
@@ -267,7 +251,8 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     procs[-1].wait(30)
                 else:
                     load["online"] = await _load(args, edge_url, bodies, "on")
-                await _wait_outbox_empty(http, edge_url)  # the outage's scans alone next
+                # The outage's figure counts the outage's scans alone.
+                await _until_uploaded(http, edge_url, "the online phase's scans")
             # Outage: the core is killed, the node admits on its own, the core comes
             # back; time from the core answering again to the node's outbox being empty.
             procs[0].kill()
@@ -285,14 +270,7 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 stdout=log, stderr=log)
             await _wait(http, core_url, procs[0])
             back = time.monotonic()
-            while True:
-                async with http.get(edge_url + "/api/v1/status") as resp:
-                    sync = (await resp.json())["sync"]
-                if sync["outbox"] == 0 and sync["connected"]:
-                    break
-                if time.monotonic() - back > 30:
-                    raise SystemExit("node did not catch up after the outage in 30 s")
-                await asyncio.sleep(0.005)
+            await _until_uploaded(http, edge_url, "the outage's scans", connected=True)
             resync_s = time.monotonic() - back
             if args.load_seconds > 0:
                 procs[0].kill()

@@ -580,32 +580,11 @@ class GroupCommitter:
             if isinstance(op, ScanWrites):
                 op.first_seq = self.next_seq
                 self.next_seq += len(op.rows)
-                self._put_rows(txn, op)
+                put_rows(txn, self._index, op)
             elif isinstance(op, Deferred):
                 op.fn(txn, self)
             else:
                 op(txn, self)
-
-    def _put_rows(self, txn: Any, writes: ScanWrites) -> None:
-        index = self._index
-        put = txn.put
-        scanlog, states, answers = index.scanlog, index.state, index.answers
-        seq = writes.first_seq
-        for sid, entry, answer, ident, state in writes.rows:
-            if not put(u64(seq), entry, db=scanlog, append=True):
-                # Two scans under one seq: one would vanish from the log unseen.
-                raise CommitFailed(f"scan log seq {seq} is not after the log's last")
-            seq += 1
-            if state is not None:
-                put(u64(ident), state, db=states)
-            try:
-                put(sid, answer, db=answers)
-            except lmdb.BadValsizeError:
-                # A scan_id too long for a key (the API refuses those): its scan is
-                # stored, only its answer is not remembered. Refusing the row would
-                # fail every store after it, and every start.
-                log.error("scan %d: scan_id of %d bytes cannot be a key; its answer is "
-                          "not remembered", seq - 1, len(sid))
 
     # -- applier thread --------------------------------------------------------------
 
@@ -733,7 +712,7 @@ class GroupCommitter:
                     with self._index.env.begin(write=True) as txn:
                         for journaled in pending:
                             for writes in journaled.writes:
-                                self._put_rows(txn, writes)
+                                put_rows(txn, self._index, writes)
                         self._run_deferred(txn, held)
                         if with_ops:
                             # The writer thread waits: every journaled scan is in *pending*.
@@ -891,7 +870,7 @@ class GroupCommitter:
             for first, rows in records:
                 writes = ScanWrites(rows)
                 writes.first_seq = first
-                self._put_rows(txn, writes)
+                put_rows(txn, self._index, writes)
             _put_position(txn, index, end)
 
         _write_at_start(index, store)
@@ -1003,6 +982,29 @@ class GroupCommitter:
         txn.put(u64(seq), log_encoder.encode(entry), db=self._index.scanlog, append=True)
         self.next_seq = seq + 1
         return seq
+
+
+def put_rows(txn: Any, index: Index, writes: ScanWrites) -> None:
+    """Store journaled scans in *txn*: each one's log entry under its seq (from
+    ``writes.first_seq``), its new state and its remembered answer."""
+    put = txn.put
+    scanlog, states, answers = index.scanlog, index.state, index.answers
+    seq = writes.first_seq
+    for sid, entry, answer, ident, state in writes.rows:
+        if not put(u64(seq), entry, db=scanlog, append=True):
+            # Two scans under one seq: one would vanish from the log unseen.
+            raise CommitFailed(f"scan log seq {seq} is not after the log's last")
+        seq += 1
+        if state is not None:
+            put(u64(ident), state, db=states)
+        try:
+            put(sid, answer, db=answers)
+        except lmdb.BadValsizeError:
+            # A scan_id too long for a key (the API refuses those): its scan is
+            # stored, only its answer is not remembered. Refusing the row would
+            # fail every store after it, and every start.
+            log.error("scan %d: scan_id of %d bytes cannot be a key; its answer is "
+                      "not remembered", seq - 1, len(sid))
 
 
 def _put_position(txn: Any, index: Index, position: Position) -> None:

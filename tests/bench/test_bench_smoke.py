@@ -119,7 +119,8 @@ def test_ab_alternates_two_node_configurations(tmp_path: Path) -> None:
 
 def test_ab_runs_side_b_from_another_checkout(tmp_path: Path) -> None:
     """``--b-tree``: B's node is the ``edge`` of that directory (a copy here, whose
-    entry point leaves a mark), A's this checkout's."""
+    entry point adds a line to a mark at each start), A's this checkout's: one pair,
+    so the copy ran exactly once."""
     repo = Path(__file__).resolve().parents[2]
     tree = tmp_path / "before"
     tree.mkdir()
@@ -127,13 +128,14 @@ def test_ab_runs_side_b_from_another_checkout(tmp_path: Path) -> None:
         shutil.copytree(repo / package, tree / package)
     main = tree / "edge" / "__main__.py"
     main.write_text(main.read_text().replace(
-        "import sys\n", "import pathlib\nimport sys\n\npathlib.Path('ran-here').touch()\n", 1))
+        "import sys\n",
+        "import sys\n\nwith open('ran-here', 'a') as _mark:\n    _mark.write('started\\n')\n", 1))
     work = tmp_path / "work"
     figures = run_bench("ab", "--tickets", "2000", "--rate", "200", "--seconds", "1",
                         "--pairs", "1", "--b-tree", str(tree), "--work", str(work))
     assert figures["b_tree"] == str(tree) and figures["a_tree"] is None
-    assert (tree / "ran-here").exists()
-    assert not (repo / "ran-here").exists() and not (work / "ran-here").exists()
+    assert (tree / "ran-here").read_text() == "started\n"
+    assert not (work / "ran-here").exists()
     assert figures["runs"]["b"][0]["errors"] == 0 and figures["runs"]["a"][0]["errors"] == 0
 
 

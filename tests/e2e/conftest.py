@@ -23,8 +23,8 @@ class Site:
     node_token: str
     edges: list[Proc]
 
-    async def add_edge(self, name: str) -> Proc:
-        edge = edge_proc(self.tmp, name, self.core.url, self.node_token)
+    async def add_edge(self, name: str, *extra: str) -> Proc:
+        edge = edge_proc(self.tmp, name, self.core.url, self.node_token, *extra)
         self.edges.append(edge)
         edge.start()
         await edge.wait_ready(self.http.session)

@@ -77,14 +77,14 @@ def core_proc(tmp: Path, port: int | None = None) -> Proc:
                 port, tmp / "core.log")
 
 
-def edge_proc(tmp: Path, name: str, core_url: str, node_token: str) -> Proc:
+def edge_proc(tmp: Path, name: str, core_url: str, node_token: str, *extra: str) -> Proc:
     port = free_port()
     data = tmp / name
     data.mkdir(parents=True, exist_ok=True)
     return Proc(name, [sys.executable, "-m", "edge", "serve", "--data", str(data),
                        "--port", str(port), "--admin-token", ADMIN, "--node-id", name,
                        "--core", core_url, "--core-token", node_token, "--venue", VENUE,
-                       "--log-level", "WARNING"],
+                       "--log-level", "WARNING", *extra],
                 port, tmp / f"{name}.log")
 
 

@@ -13,16 +13,10 @@ import pytest
 from edge.cli import main
 from edge.index import Index
 from edge.scanlog import MAX_COMMIT_INTERVAL_S, GroupCommitter
+from tests.edge.inprocess import put_meta
 
 INTERVAL_S = MAX_COMMIT_INTERVAL_S
 """Far longer than the hand-overs below take (microseconds, no await between them)."""
-
-
-def _put(key: bytes):
-    def op(txn, committer: GroupCommitter) -> None:
-        txn.put(key, b"1", db=committer._index.meta)
-
-    return op
 
 
 @contextlib.asynccontextmanager
@@ -43,11 +37,11 @@ async def running(
 
 async def test_writes_within_the_interval_share_one_commit(tmp_path: Path) -> None:
     async with running(tmp_path / "n", INTERVAL_S) as committer:
-        await committer.submit(_put(b"first"))
+        await committer.submit(put_meta(b"first"))
         assert committer.paced_seconds == 0.0  # an idle node commits at once
         before = committer.commits
         # Three separate hand-overs to the writer, while it waits for the interval.
-        futures = [committer.submit(_put(b"k%d" % i), at_once=True) for i in range(3)]
+        futures = [committer.submit(put_meta(b"k%d" % i), at_once=True) for i in range(3)]
         await asyncio.gather(*futures)
         assert committer.commits - before == 1
         assert committer.paced_seconds > 0.0
@@ -60,11 +54,11 @@ async def test_with_pace_below_only_small_commits_wait(tmp_path: Path) -> None:
     """A loaded node's hand-overs carry many scans: they commit at once; a lone scan
     right after a commit still waits for the interval, and gathers what follows."""
     async with running(tmp_path / "n", INTERVAL_S, pace_below=8) as committer:
-        await committer.submit(_put(b"first"))
-        await committer.submit(_put(b"big"), at_once=True, weight=8)
+        await committer.submit(put_meta(b"first"))
+        await committer.submit(put_meta(b"big"), at_once=True, weight=8)
         assert committer.paced_seconds == 0.0  # right after a commit, but large
         before = committer.commits
-        futures = [committer.submit(_put(b"k%d" % i), at_once=True) for i in range(3)]
+        futures = [committer.submit(put_meta(b"k%d" % i), at_once=True) for i in range(3)]
         await asyncio.gather(*futures)
         assert committer.paced_seconds > 0.0  # small: waited
         assert committer.commits - before == 1
@@ -73,7 +67,7 @@ async def test_with_pace_below_only_small_commits_wait(tmp_path: Path) -> None:
 async def test_no_wait_once_the_interval_has_passed(tmp_path: Path) -> None:
     async with running(tmp_path / "n", 0.05) as committer:
         for i in range(3):
-            await committer.submit(_put(b"k%d" % i))
+            await committer.submit(put_meta(b"k%d" % i))
             await asyncio.sleep(0.1)
         assert committer.commits == 3
         assert committer.paced_seconds == 0.0
@@ -81,9 +75,9 @@ async def test_no_wait_once_the_interval_has_passed(tmp_path: Path) -> None:
 
 async def test_without_an_interval_commits_never_wait(tmp_path: Path) -> None:
     async with running(tmp_path / "n", 0.0) as committer:
-        await asyncio.gather(*(committer.submit(_put(b"k%d" % i)) for i in range(50)))
+        await asyncio.gather(*(committer.submit(put_meta(b"k%d" % i)) for i in range(50)))
         for i in range(5):
-            await committer.submit(_put(b"s%d" % i))
+            await committer.submit(put_meta(b"s%d" % i))
         assert committer.paced_seconds == 0.0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -12,10 +11,9 @@ import pytest
 from edge.index import encoder
 from edge.model import GateProfile, Mode, ScanRequest
 from edge.scan import UnknownGate
-from edge.scanlog import GroupCommitter
 from sync.codes import Kind
 from sync.snapshot import Date
-from tests.edge.inprocess import scan_service
+from tests.edge.inprocess import put_meta, scan_service
 from tests.venue import Venue
 
 
@@ -27,16 +25,12 @@ async def test_a_gate_put_while_the_catalogue_changes_sees_the_new_dates(
     older catalogue (found by ``bench sync``: a ``multi`` gate refused every ticket of
     an event created a moment before as ``wrong_date``, for good)."""
     async with scan_service(tmp_path, venue) as service:
-        index = service.index
         old = service.catalog
         added = Date(40, 1, venue.now + 3600, venue.now + 14400, venue.now - 3600)
         raw = encoder.encode(msgspec.structs.replace(old, dates=[*old.dates, added]))
 
-        def store(txn: Any, _c: GroupCommitter) -> None:
-            txn.put(b"catalog", raw, db=index.meta)
-
         async def catalogue_change() -> None:  # what ``Follower.apply`` does
-            await service.committer.submit(store)
+            await service.committer.submit(put_meta(b"catalog", raw))
             service.reload()
 
         change = asyncio.ensure_future(catalogue_change())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from edge.scanlog import (
     log_decoder,
     log_encoder,
 )
-from tests.edge.inprocess import scan_service
+from tests.edge.inprocess import broken, put_meta, scan_service
 from tests.venue import Venue
 
 EPOCH = 77
@@ -239,7 +238,9 @@ async def test_journaled_scans_older_than_the_index_log_are_not_applied(
 def test_journal_file_is_zero_filled_to_its_capacity(tmp_path: Path) -> None:
     journal, _start = Journal.create(tmp_path, MIN_BYTES, 5)
     try:
-        assert os.stat(tmp_path / FILE_NAME).st_size == MIN_BYTES
+        st = os.stat(tmp_path / FILE_NAME)
+        assert st.st_size == MIN_BYTES
+        assert st.st_blocks * 512 >= MIN_BYTES  # written, not a sparse file
         assert not (tmp_path / (FILE_NAME + ".new")).exists()
     finally:
         journal.close()
@@ -260,9 +261,6 @@ async def test_journaled_scans_count_before_the_index_has_them(
         assert service.state_of(ident).entries == 1
         assert (await service.scan(ScanRequest("2", code, "main"))).reason == "already_used"
         assert await service.scan(ScanRequest("1", code, "main")) == first
-
-        def broken(_txn: object, _c: GroupCommitter) -> None:
-            raise OSError(5, "Input/output error")
 
         with pytest.raises(CommitFailed):
             await service.committer.submit(broken)
@@ -422,13 +420,6 @@ async def test_scans_logged_never_counts_a_stored_scan_twice(
                 await asyncio.sleep(0)
 
 
-def _put_meta(key: bytes, value: bytes, index: Index) -> Callable[[Any, GroupCommitter], None]:
-    def op(txn: Any, _committer: GroupCommitter) -> None:
-        txn.put(key, value, db=index.meta)
-
-    return op
-
-
 async def test_a_deferred_write_rides_on_the_applier_and_holds_up_no_scan(
     tmp_path: Path, venue: Venue
 ) -> None:
@@ -440,7 +431,7 @@ async def test_a_deferred_write_rides_on_the_applier_and_holds_up_no_scan(
     async with scan_service(tmp_path, venue, apply_interval_s=0.5) as service:
         committer, index = service.committer, service.index
         applies, barriers = committer.applies, committer.barriers  # the gate was one
-        cursor = committer.submit_deferred(_put_meta(b"probe", b"1", index))
+        cursor = committer.submit_deferred(put_meta(b"probe", b"1"))
         answer = await service.scan(ScanRequest("1", code, "main"))
         assert answer.reason == "ok"
         assert not cursor.done()  # the scan did not wait for it
@@ -460,11 +451,11 @@ async def test_deferred_writes_are_stored_before_a_later_barrier(
     code = venue.add_ticket("t")
     async with scan_service(tmp_path, venue, apply_interval_s=30.0) as service:
         committer, index = service.committer, service.index
-        first = committer.submit_deferred(_put_meta(b"cursor-x", b"old", index))
+        first = committer.submit_deferred(put_meta(b"cursor-x", b"old"))
         if apart:  # the deferred write is with the applier once the scan is answered
             assert (await service.scan(ScanRequest("1", code, "main"))).reason == "ok"
             assert not first.done()
-        await committer.submit(_put_meta(b"cursor-x", b"new", index))  # a barrier
+        await committer.submit(put_meta(b"cursor-x", b"new"))  # a barrier
         assert first.done() and first.exception() is None
         assert index.get_meta("cursor-x") == b"new"
 
@@ -499,7 +490,7 @@ async def test_without_a_journal_a_deferred_write_is_a_plain_commit(
     tmp_path: Path, venue: Venue
 ) -> None:
     async with scan_service(tmp_path, venue, journal_bytes=0) as service:
-        await service.committer.submit_deferred(_put_meta(b"probe", b"2", service.index))
+        await service.committer.submit_deferred(put_meta(b"probe", b"2"))
         assert service.index.get_meta("probe") == b"2"
 
 
@@ -511,12 +502,9 @@ async def test_a_failing_deferred_write_fails_alone(tmp_path: Path, venue: Venue
     async with scan_service(tmp_path, venue, apply_interval_s=30.0) as service:
         committer, index = service.committer, service.index
 
-        def broken(_txn: Any, _c: GroupCommitter) -> None:
-            raise OSError(5, "Input/output error")
-
         bad = committer.submit_deferred(broken)
         assert (await service.scan(ScanRequest("1", code, "main"))).reason == "ok"
-        await committer.submit(_put_meta(b"probe", b"3", index))  # a barrier: stored
+        await committer.submit(put_meta(b"probe", b"3"))  # a barrier: stored
         with pytest.raises(CommitFailed):
             await bad
         assert index.get_meta("probe") == b"3"
@@ -533,10 +521,7 @@ async def test_a_failing_barrier_does_not_fail_the_deferred_writes_it_carries(
     async with scan_service(tmp_path, venue, apply_interval_s=30.0) as service:
         committer, index = service.committer, service.index
 
-        def broken(_txn: Any, _c: GroupCommitter) -> None:
-            raise OSError(5, "Input/output error")
-
-        cursor = committer.submit_deferred(_put_meta(b"probe", b"4", index))
+        cursor = committer.submit_deferred(put_meta(b"probe", b"4"))
         assert (await service.scan(ScanRequest("1", code, "main"))).reason == "ok"
         with pytest.raises(CommitFailed):
             await committer.submit(broken)

@@ -50,7 +50,7 @@ async def test_the_map_growing_under_the_applier_loses_no_scan(tmp_path, venue):
     had just used, so that a later scan's log entry vanished (one run in three of 6,000
     scans). That race needs the writer to append inside the applier's failing
     transaction, which this test does not force: it holds the property, and the
-    writer now refuses to store two scans under one seq (``_put_rows``)."""
+    writer now refuses to store two scans under one seq (``edge.scanlog.put_rows``)."""
     n = 4000
     codes = [venue.add_ticket(f"t{i}") for i in range(n)]
     data = tmp_path / "node"
