@@ -65,8 +65,10 @@ from bench.report import (
     emit,
     note,
     pin,
+    switches_per,
     thread_cpu,
     thread_shares,
+    thread_switches,
     wait_quiet,
 )
 from sync.codes import ENVELOPE_V1, PAYLOAD_V1, Claims, Kind, sign
@@ -548,10 +550,10 @@ def run_wrk(
         try:
             time.sleep(margin)
             cpu0, core0, m0 = cpu_seconds(pid), cpu_times(server_core), time.perf_counter()
-            threads0 = thread_cpu(pid)
+            threads0, switches0 = thread_cpu(pid), thread_switches(pid)
             time.sleep(max(0.5, max(1, round(seconds)) - 2 * margin))
             cpu1, core1, m1 = cpu_seconds(pid), cpu_times(server_core), time.perf_counter()
-            threads1 = thread_cpu(pid)
+            threads1, switches1 = thread_cpu(pid), thread_switches(pid)
             out, err = proc.communicate(timeout=seconds + 60)
         except BaseException:
             proc.kill()  # subprocess.run did this on a timeout; Popen.communicate does not
@@ -570,6 +572,8 @@ def run_wrk(
     result.update(_disk_per_request(disk, written0, result["requests"]))
     result["server_cpu"] = round((cpu1 - cpu0) / window, 3) if window > 0 else 0.0
     result["threads_cpu"] = thread_shares(threads0, threads1, window)
+    result["threads_switches"] = switches_per(
+        switches0, switches1, round(result["per_s"] * window))
     result["wall_s"] = round(wall, 3)
     result["foreign_cores"] = others
     result["steal_cores"] = stolen
@@ -645,7 +649,7 @@ def open_loop(
     written0 = disk_writes(args.work)
     meter = ForeignCpu()
     cpu0 = cpu_seconds(pid)
-    threads0 = thread_cpu(pid)
+    threads0, switches0 = thread_cpu(pid), thread_switches(pid)
     t0 = time.perf_counter()
     with perf_record(pid, perf):
         result = fixed_rate(
@@ -668,6 +672,7 @@ def open_loop(
     result["foreign_cores"] = meter.cores()
     result["steal_cores"] = meter.stolen()
     answered = sum(result["reasons"].values())
+    result["threads_switches"] = switches_per(switches0, thread_switches(pid), answered)
     result.update(_disk_per_request(args.work, written0, answered))
     return result
 
@@ -782,6 +787,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "commit_interval_ms": args.commit_interval_ms,
         "pace_below": args.pace_below,
         "journal_mb": args.journal_mb,
+        "apply_interval_ms": args.apply_interval_ms,
     }
     if not args.sync_writes:
         figures.setdefault("warnings", []).append(
@@ -841,6 +847,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 extra += ["--pace-below", str(args.pace_below)]
             if args.journal_mb is not None:
                 extra += ["--journal-mb", str(args.journal_mb)]
+            if args.apply_interval_ms is not None:
+                extra += ["--apply-interval-ms", str(args.apply_interval_ms)]
             node_proc, node_url = start_node("edge", data, token, run_dir, server_cpu, extra)
             procs.append(node_proc)
             figures["ready_s"] = round(
@@ -898,6 +906,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figures["baseline_per_s"] = base["per_s"]
         figures["baseline_cpu"] = base["server_cpu"]
         figures["baseline_core_busy"] = base["server_core_busy"]
+        figures["baseline_switches"] = base["threads_switches"]
         figures["baseline_p99_ms"] = base["p99_ms"]
         figures["baseline_errors"] = sum(r["error_count"] for r in bases)
         figures["baseline_foreign_cores"] = base["foreign_cores"]
@@ -927,6 +936,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             figures["errors_by_kind"] = full["errors"]
             figures["server_cpu"] = full["server_cpu"]
             figures["node_threads_cpu"] = full["threads_cpu"]
+            figures["node_threads_switches"] = full["threads_switches"]
             figures["server_core_busy"] = full["server_core_busy"]
             figures["disk_write_kb_per_scan"] = full["disk_write_kb_per_request"]
             figures["disk_writes_per_scan"] = full["disk_writes_per_request"]
@@ -987,6 +997,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 result = min(halves, key=lambda r: float(r["p99_ms"]))
                 figures["half_rate_cpu"] = result["server_cpu"]
                 figures["half_rate_threads_cpu"] = result["threads_cpu"]
+                figures["half_rate_threads_switches"] = result["threads_switches"]
                 # How long the node's group commits (write + fsync) took meanwhile.
                 figures["half_rate_commits"] = result["commits"]
                 figures["half_rate_foreign_cores"] = result["foreign_cores"]
@@ -1102,6 +1113,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="the node's --journal-mb (default: the node's own; 0: no journal)",
+    )
+    parser.add_argument(
+        "--apply-interval-ms",
+        type=float,
+        default=None,
+        help="the node's --apply-interval-ms (default: the node's own)",
     )
     parser.add_argument(
         "--no-sync-writes",

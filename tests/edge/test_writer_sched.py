@@ -134,7 +134,7 @@ async def test_the_node_threads_carry_their_names_for_the_os(
 ) -> None:
     """``top -H`` and ``bench scan`` (CPU per thread) tell the writer and the applier
     from the loop by the names the threads give the OS."""
-    from bench.report import thread_cpu
+    from bench.report import thread_cpu, thread_switches
     from edge.api import SERVICE
 
     async with run_edge(tmp_path / "node", venue) as node:
@@ -147,3 +147,6 @@ async def test_the_node_threads_carry_their_names_for_the_os(
             names[thread.name] = comm
         assert names == {"edge-writer": "edge-writer", "edge-applier": "edge-applier"}
         assert {"loop", "edge-writer", "edge-applier"} <= set(thread_cpu(os.getpid()))
+        # Both threads have waited for work at least once: switches are counted per name.
+        switches = thread_switches(os.getpid())
+        assert switches["edge-writer"] > 0 and switches["edge-applier"] > 0
