@@ -99,17 +99,21 @@ def thread_cpu(pid: int) -> dict[str, float]:
     thread, the node's own names for the threads that set them (``edge-writer``,
     ``edge-applier``), ``other`` for the rest. Threads that have ended are not counted."""
     out: dict[str, float] = {}
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
+    for tid in _tasks(pid):
         if (found := _stat(Path(f"/proc/{pid}/task/{tid}/stat"))) is None:
             continue
         name, fields = found
         key = _thread_key(pid, tid, name)
         out[key] = out.get(key, 0.0) + _cpu(fields)
     return out
+
+
+def _tasks(pid: int) -> list[str]:
+    """Thread ids of *pid*; none once it is gone."""
+    try:
+        return os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
 
 
 def _thread_key(pid: int, tid: str, name: str) -> str:
@@ -121,11 +125,7 @@ def thread_switches(pid: int) -> dict[str, int]:
     GIL; involuntary: it was preempted) of each thread of *pid*, keyed as ``thread_cpu``.
     Each costs the core a few microseconds on a VM."""
     out: dict[str, int] = {}
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
+    for tid in _tasks(pid):
         try:
             status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
         except OSError:
