@@ -76,6 +76,23 @@ _encoder: Final = msgspec.msgpack.Encoder()
 MSGPACK: Final = "application/msgpack"
 
 
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body of *resp*, or ``CoreUnavailable`` once it passes *limit* bytes.
+    Not ``resp.content.read(n)``: that returns what is buffered so far, so an answer
+    longer than one socket read came back cut, failed its signature, and the node
+    refused every large batch (a catch-up, an admissions replay) as forged."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise CoreUnavailable("answer too large")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise CoreUnavailable("answer too large")
+        parts.append(chunk)
+    return b"".join(parts)
+
 class CoreClient:
     """Talks to one venue's sync endpoints of the core with a venue-scoped token."""
 
@@ -121,9 +138,7 @@ class CoreClient:
                 method, url, data=data, params=params, headers=headers,
                 timeout=aiohttp.ClientTimeout(total=budget_s),
             ) as resp:
-                body = await resp.content.read(MAX_FEED_BYTES + 1)
-                if len(body) > MAX_FEED_BYTES:
-                    raise CoreUnavailable("answer too large")
+                body = await _read_capped(resp, MAX_FEED_BYTES)
                 if resp.status >= 500:
                     raise CoreUnavailable(f"core answered {resp.status}")
                 if resp.status >= 400:

@@ -11,7 +11,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from sync.client import CoreClient, FeedForged
+from sync.client import CoreClient, CoreUnavailable, FeedForged
 from sync.codes import ACK_DOMAIN, FEED_DOMAIN, KeyRing, sign_feed, verify_feed
 from sync.rules import Direction, Mode, Reason
 from sync.snapshot import Kind, Record, Status
@@ -104,3 +104,42 @@ async def test_a_quick_cancel_answer_for_another_scan_id_is_refused(core):
     assert (await client.quick_cancel(QuickCancelRequest("qc1", "C"), verifier)).ticket == 3
     with pytest.raises(FeedForged):
         await client.quick_cancel(QuickCancelRequest("qc2", "C"), verifier)
+
+
+async def test_a_signed_batch_longer_than_one_socket_read_is_read_whole(core):
+    """A catch-up after an outage, or an admissions replay, is hundreds of KB. Was: the
+    client read only what the socket had buffered, the cut body failed its signature,
+    and the node refused the genuine batch as forged, again on every retry."""
+    holder = "x" * 40
+    big = ChangeBatch(2000, [RecordChanged(i, msgspec.structs.replace(record(i), holder=holder))
+                             for i in range(1, 2001)], head=2000)
+    assert len(msgspec.msgpack.encode(big)) > 150_000
+    client = core(lambda _r: big, FEED_DOMAIN)
+    assert (await client.changes(0, 0.0, verifier)) == big
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_an_answer_over_the_cap_is_refused_before_it_is_all_read(
+    monkeypatch: pytest.MonkeyPatch, chunked: bool
+) -> None:
+    """With a Content-Length over the cap, at once; streamed without one, once the bytes
+    read pass it: a hostile or broken core cannot make the node buffer without end."""
+    monkeypatch.setattr("sync.client.MAX_FEED_BYTES", 4096)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        if chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = 64 * 1024
+        await response.prepare(request)
+        for _ in range(16):
+            await response.write(b"x" * 4096)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    async with client_of(app) as client:
+        with pytest.raises(CoreUnavailable, match="too large"):
+            await client.changes(0, 0.0, verifier)
