@@ -256,8 +256,14 @@ class Follower:
                 if isinstance(c, ScanAdmitted) and (pending.own or c.node != self.node_id)
             ]
             after = batch.cursor
+            # With each batch, how far the replay got: one cut short (the core gone, the
+            # node killed) resumes after it. Was: from the start, applying the batches
+            # stored already a second time (entries counted twice, an old exit applied
+            # over a newer local entry).
             await self._commit_admissions(
-                admitted, {}, None, self._end_replay if after >= pending.upto else None
+                admitted, {}, None,
+                self._end_replay if after >= pending.upto
+                else self._replay_progress(ReplayPending(after, pending.upto, pending.own)),
             )
             replayed += len(admitted)
             if not batch.more and after < pending.upto:
@@ -269,6 +275,14 @@ class Follower:
 
     def _end_replay(self, txn: Any) -> None:
         txn.delete(REPLAY_KEY, db=self.index.meta)
+
+    def _replay_progress(self, pending: ReplayPending) -> Callable[[Any], None]:
+        raw = encoder.encode(pending)
+
+        def put(txn: Any) -> None:
+            txn.put(REPLAY_KEY, raw, db=self.index.meta)
+
+        return put
 
     async def _commit_admissions(
         self,
