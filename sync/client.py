@@ -19,7 +19,7 @@ from typing import Final, TypeVar
 import aiohttp
 import msgspec
 
-from sync.codes import ACK_DOMAIN, FEED_DOMAIN, SNAPSHOT_DOMAIN
+from sync.codes import ACK_DOMAIN, FEED_DOMAIN, SNAPSHOT_DOMAIN, request_domain
 from sync.wire import (
     ChangeBatch,
     QuickCancelAnswer,
@@ -153,12 +153,13 @@ class CoreClient:
             "GET", self._url("changes"), budget_s=wait + REQUEST_TIMEOUT_S,
             params={"after": str(after), "wait": f"{wait:.3f}"},
         )
-        if not verify(body, signature, FEED_DOMAIN):
+        if not verify(body, signature, request_domain(FEED_DOMAIN, "changes", self.venue, after)):
             raise FeedForged("change batch signature does not verify")
         batch = _decode(_batch_decoder, body)
-        # The signature covers the body, not the request: an old (or another node's)
-        # signed batch replayed here would roll records and the cursor back and apply
-        # admissions twice. A batch answers *after* only if it moves forward from it.
+        # The signature binds the request (venue, *after*), and the batch must move
+        # forward from *after*: a middleman can neither replay an old signed batch
+        # (records and the cursor rolled back, admissions applied twice) nor ask for a
+        # later *after* than the node did (the changes between skipped for good).
         if not any(isinstance(c, Resync) for c in batch.changes) and (
             batch.cursor < after or any(not after < c.seq <= batch.cursor for c in batch.changes)
         ):
@@ -171,7 +172,8 @@ class CoreClient:
             "GET", self._url("admissions"), budget_s=REQUEST_TIMEOUT_S,
             params={"after": str(after), "upto": str(upto)},
         )
-        if not verify(body, signature, FEED_DOMAIN):
+        if not verify(body, signature,
+                      request_domain(FEED_DOMAIN, "admissions", self.venue, after, upto)):
             raise FeedForged("admissions signature does not verify")
         batch = _decode(_batch_decoder, body)
         if batch.cursor < after or batch.cursor > upto or any(
@@ -186,7 +188,7 @@ class CoreClient:
         body, signature = await self._request(
             "POST", self._url("scans"), budget_s=REQUEST_TIMEOUT_S, data=_encoder.encode(upload)
         )
-        if not verify(body, signature, ACK_DOMAIN):
+        if not verify(body, signature, request_domain(ACK_DOMAIN, "scans", self.venue)):
             raise FeedForged("upload acknowledgement signature does not verify")
         result = _decode(_upload_result_decoder, body)
         # One ack per item, in order: a replayed signed answer (or a core that stored
@@ -204,7 +206,7 @@ class CoreClient:
             "POST", self._url("quick-cancel"), budget_s=REQUEST_TIMEOUT_S,
             data=_encoder.encode(request),
         )
-        if not verify(body, signature, ACK_DOMAIN):
+        if not verify(body, signature, request_domain(ACK_DOMAIN, "quick-cancel", self.venue)):
             raise FeedForged("quick-cancel answer signature does not verify")
         answer = _decode(_quick_decoder, body)
         if answer.scan_id != request.scan_id:
@@ -249,7 +251,8 @@ class CoreClient:
             "GET", self._url("snapshot-digest"), budget_s=REQUEST_TIMEOUT_S,
             params={"cursor": str(cursor)},
         )
-        if not verify(body, signature, SNAPSHOT_DOMAIN):
+        if not verify(body, signature,
+                      request_domain(SNAPSHOT_DOMAIN, "snapshot-digest", self.venue, cursor)):
             raise FeedForged("snapshot digest signature does not verify")
         return _decode(_digest_decoder, body)
 

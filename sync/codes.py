@@ -39,7 +39,8 @@ when any listed signature checks out under a known, unrevoked key. The domains k
 signed body from being replayed as another kind of answer, and keep all of them apart
 from ticket codes (``b"GK1" + payload``): ``FEED_DOMAIN`` for the change feed and the
 catalogue, ``SNAPSHOT_DOMAIN`` for a snapshot's digest, ``ACK_DOMAIN`` for scan-upload
-and quick-cancel answers.
+and quick-cancel answers; each answer to a node is signed under its domain bound to the
+request it answers (``request_domain``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Final
 
+import msgspec
 from cryptography.exceptions import InvalidSignature
 
 if TYPE_CHECKING:
@@ -250,6 +252,17 @@ def sign_feed_all(
 ) -> str:
     """The header value: one signature per key (active first), comma-separated."""
     return ", ".join(sign_feed(body, kid, key, domain=domain) for kid, key in keys)
+
+
+def request_domain(domain: bytes, route: str, venue: str, *numbers: int) -> bytes:
+    """*domain* bound to one request of a node: the route it asked (``changes``,
+    ``admissions``, ...), its venue and its numeric parameters (``after``, ``upto``,
+    ``cursor``), in a self-delimiting encoding. The core signs each answer under the
+    domain of the request it answers and the node verifies under the domain of the
+    request it made, so a signed answer taken to another request does not verify: a
+    middleman who rewrites ``after=3`` into ``after=4`` gets a genuine batch that
+    would have made the node skip change 4 for good."""
+    return domain + msgspec.msgpack.encode((route, venue, *numbers))
 
 
 def verify_feed(

@@ -6,18 +6,29 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import unquote
 
 from aiohttp import web
 
 from sync.client import CoreClient
-from sync.codes import ACK_DOMAIN, sign_feed
+from sync.codes import ACK_DOMAIN, request_domain, sign_feed
 from tests.venue import Venue
 
 
-def signed_ack(venue: Venue, body: bytes) -> web.Response:
+def answer_domain(request: web.Request, domain: bytes) -> bytes:
+    """*domain* bound to *request* as the core binds it (``sync.codes.request_domain``):
+    the route (the path's last part), the venue (the part before it) and the numbers of
+    the query, in the order the core takes them."""
+    *_, venue, route = request.path.split("/")
+    numbers = [int(request.query[k]) for k in ("after", "upto", "cursor") if k in request.query]
+    return request_domain(domain, route, unquote(venue), *numbers)
+
+
+def signed_ack(venue: Venue, body: bytes, request: web.Request) -> web.Response:
     """*body* (msgpack) as the core answers an upload or a quick cancel: signed with
-    the venue's key."""
-    signature = sign_feed(body, venue.key_id, venue.key, domain=ACK_DOMAIN)
+    the venue's key, for *request*."""
+    signature = sign_feed(body, venue.key_id, venue.key,
+                          domain=answer_domain(request, ACK_DOMAIN))
     return web.Response(body=body, headers={"X-Gatekeeper-Signature": signature},
                         content_type="application/msgpack")
 

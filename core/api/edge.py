@@ -5,9 +5,10 @@ Shapes: ``sync.wire``.
 Every JSON or msgpack answer here carries ``X-Gatekeeper-Signature`` over its exact body
 bytes (``sync.codes.sign_feed``): ``FEED_DOMAIN`` for changes and the catalogue,
 ``SNAPSHOT_DOMAIN`` for a snapshot's digest, ``ACK_DOMAIN`` for upload and quick-cancel
-answers. The snapshot stream itself is not signed (it is long and streamed): it is sent
-with ``X-Gatekeeper-Cursor``, and the node checks its SHA-256 against the signed
-``snapshot-digest?cursor=N`` answer.
+answers, each bound to the request it answers (``sync.codes.request_domain``: route,
+venue, ``after``/``upto``/``cursor``). The snapshot stream itself is not signed (it is
+long and streamed): it is sent with ``X-Gatekeeper-Cursor``, and the node checks its
+SHA-256 against the signed ``snapshot-digest?cursor=N`` answer.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from core.api._http import (
 from core.errors import BadRequest, NotFound
 from core.snapshot import SnapshotStream
 from core.store import Tx
-from sync.codes import ACK_DOMAIN, SNAPSHOT_DOMAIN
+from sync.codes import ACK_DOMAIN, FEED_DOMAIN, SNAPSHOT_DOMAIN, request_domain
 from sync.snapshot import Catalog
 from sync.wire import MAX_WAIT_S, ChangeBatch, QuickCancelRequest, ScanUpload
 
@@ -102,7 +103,8 @@ async def snapshot_digest(request: web.Request) -> web.Response:
         )
     signer = await store.read(keys.feed_signer)
     answer = {"cursor": int(cursor), "sha256": found}
-    return signed(reply(answer, request=request), signer, SNAPSHOT_DOMAIN)
+    return signed(reply(answer, request=request), signer,
+                  request_domain(SNAPSHOT_DOMAIN, "snapshot-digest", venue, int(cursor)))
 
 
 @routes.get("/api/v1/venues/{venue}/catalog")
@@ -112,7 +114,8 @@ async def catalog(request: web.Request) -> web.Response:
     store = request.app[STORE]
     venue_id = await store.read(feed.venue_id, venue)
     found, signer = await store.read(_catalog_signed, venue_id)
-    return signed(reply(found, request=request), signer)
+    return signed(reply(found, request=request), signer,
+                  request_domain(FEED_DOMAIN, "catalog", venue))
 
 
 @routes.get("/api/v1/venues/{venue}/changes")
@@ -134,7 +137,8 @@ async def changes(request: web.Request) -> web.Response:
         batch, signer = await store.read(_changes_signed, venue_id, int(after))
         remaining = deadline - loop.time()
         if batch.changes or batch.cursor != int(after) or remaining <= 0:
-            return signed(reply(batch, request=request), signer)
+            return signed(reply(batch, request=request), signer,
+                          request_domain(FEED_DOMAIN, "changes", venue, int(after)))
         await notifier.wait(woken, min(remaining, POLL_FALLBACK_S))
 
 
@@ -151,7 +155,8 @@ async def admissions(request: web.Request) -> web.Response:
     store = request.app[STORE]
     venue_id = await store.read(feed.venue_id, venue)
     batch, signer = await store.read(_admissions_signed, venue_id, int(after), int(upto))
-    return signed(reply(batch, request=request), signer)
+    return signed(reply(batch, request=request), signer,
+                  request_domain(FEED_DOMAIN, "admissions", venue, int(after), int(upto)))
 
 
 @routes.post("/api/v1/venues/{venue}/scans")
@@ -163,7 +168,8 @@ async def upload_scans(request: web.Request) -> web.Response:
     venue_id = await store.read(feed.venue_id, venue)
     result = await store.write(scans.ingest, venue_id, upload)
     signer = await store.read(keys.feed_signer)
-    return signed(reply(result, request=request), signer, ACK_DOMAIN)
+    return signed(reply(result, request=request), signer,
+                  request_domain(ACK_DOMAIN, "scans", venue))
 
 
 @routes.post("/api/v1/venues/{venue}/quick-cancel")
@@ -175,7 +181,8 @@ async def quick_cancel(request: web.Request) -> web.Response:
     venue_id = await store.read(feed.venue_id, venue)
     answer = await store.write(stock.quick_cancel, data.code, venue=venue_id, scan_id=data.scan_id)
     signer = await store.read(keys.feed_signer)
-    return signed(reply(answer, request=request), signer, ACK_DOMAIN)
+    return signed(reply(answer, request=request), signer,
+                  request_domain(ACK_DOMAIN, "quick-cancel", venue))
 
 
 def _changes_signed(tx: Tx, venue_id: int, after: int) -> tuple[ChangeBatch, keys.FeedSigner]:

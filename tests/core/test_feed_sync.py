@@ -18,6 +18,7 @@ from sync.codes import (
     SIGNATURE_HEADER,
     SNAPSHOT_DOMAIN,
     KeyRing,
+    request_domain,
     verify_feed,
 )
 from sync.snapshot import Catalog, SnapshotReader
@@ -242,6 +243,11 @@ async def test_conflicts_list_replays_pass_limits(core):
     ]
 
 
+def fed(after: int) -> bytes:
+    """The domain the node verifies a changes answer under, having asked for *after*."""
+    return request_domain(FEED_DOMAIN, "changes", VENUE, after)
+
+
 async def test_feed_answers_are_signed_with_the_issuing_key(core, event):
     (ticket,), date = await sold(core, event)
     ring = await keyring(core)
@@ -250,21 +256,39 @@ async def test_feed_answers_are_signed_with_the_issuing_key(core, event):
         assert batch.changes
         key_id, _, signature = header.partition(":")
         assert key_id == "1" and len(signature) == 88
-        assert verify_feed(raw, header, ring)
+        assert verify_feed(raw, header, ring, domain=fed(0))
         for at in (0, len(raw) // 2, len(raw) - 1):
             tampered = bytearray(raw)
             tampered[at] ^= 0x01
-            assert not verify_feed(bytes(tampered), header, ring)
+            assert not verify_feed(bytes(tampered), header, ring, domain=fed(0))
         # Domain-separated: the same bytes do not verify as another kind of answer.
         assert not verify_feed(raw, header, ring, domain=ACK_DOMAIN)
-    assert not verify_feed(raw, header, KeyRing())
-    assert not verify_feed(raw, "", ring) and not verify_feed(raw, "1:" + "A" * 88, ring)
+    assert not verify_feed(raw, header, KeyRing(), domain=fed(0))
+    assert not verify_feed(raw, "", ring, domain=fed(0))
+    assert not verify_feed(raw, header, ring, domain=fed(0)[:-1]) and not verify_feed(
+        raw, "1:" + "A" * 88, ring, domain=fed(0))
 
     async with core.session.get(f"{core.url}/api/v1/venues/{VENUE}/catalog", headers=ADMIN) as r:
-        assert verify_feed(await r.read(), r.headers[SIGNATURE_HEADER], ring)
+        assert verify_feed(await r.read(), r.headers[SIGNATURE_HEADER], ring,
+                           domain=request_domain(FEED_DOMAIN, "catalog", VENUE))
     raw, header = await upload(core, "node-a", [item("a-1", ticket, 100.0, date)])
-    assert verify_feed(raw, header, ring, domain=ACK_DOMAIN)
-    assert not verify_feed(raw, header, ring, domain=FEED_DOMAIN)
+    assert verify_feed(raw, header, ring, domain=request_domain(ACK_DOMAIN, "scans", VENUE))
+    assert not verify_feed(raw, header, ring, domain=request_domain(FEED_DOMAIN, "scans", VENUE))
+
+
+async def test_an_answer_verifies_only_for_the_request_it_answers(core, event):
+    """A middleman who rewrites the node's ``after=0`` into ``after=1`` gets a genuine
+    batch that starts past change 1: it must not verify as the answer to ``after=0``
+    (the node would skip that change for good), nor for another venue or route."""
+    await sold(core, event, 2)
+    ring = await keyring(core)
+    raw, header, batch = await changes(core, after=1)
+    assert batch.changes and verify_feed(raw, header, ring, domain=fed(1))
+    assert not verify_feed(raw, header, ring, domain=fed(0))
+    assert not verify_feed(raw, header, ring,
+                           domain=request_domain(FEED_DOMAIN, "changes", VENUE + "x", 1))
+    assert not verify_feed(raw, header, ring,
+                           domain=request_domain(FEED_DOMAIN, "admissions", VENUE, 1))
 
 
 async def test_signatures_survive_rotation_and_drop_revoked_keys(core, event):
@@ -275,17 +299,17 @@ async def test_signatures_survive_rotation_and_drop_revoked_keys(core, event):
     # The batch announcing key 2 is signed by key 2 and by key 1, which the node knows.
     raw, header, after = await changes(core, batch.cursor)
     assert [part.split(":")[0] for part in header.split(", ")] == ["2", "1"]
-    assert verify_feed(raw, header, old_ring)
+    assert verify_feed(raw, header, old_ring, domain=fed(batch.cursor))
     new_ring = await keyring(core)
-    assert len(new_ring) == 2 and verify_feed(raw, header, new_ring)
+    assert len(new_ring) == 2 and verify_feed(raw, header, new_ring, domain=fed(batch.cursor))
 
     await core.ok("POST", "/api/v1/keys/1/revoke", {"reissue": False})
     raw, header, _ = await changes(core, after.cursor)
     assert header.startswith("2:") and "," not in header
-    assert verify_feed(raw, header, await keyring(core))
+    assert verify_feed(raw, header, await keyring(core), domain=fed(after.cursor))
     # A node that only trusts key 1, now revoked, verifies nothing.
     revoked = KeyRing.from_raw({1: _public(old_ring, 1)}, {1})
-    assert not verify_feed(raw, header, revoked)
+    assert not verify_feed(raw, header, revoked, domain=fed(after.cursor))
 
 
 def _public(ring: KeyRing, key_id: int) -> bytes:
@@ -312,7 +336,10 @@ async def test_snapshot_is_authenticated_by_its_signed_digest(core, event):
     async with core.session.get(f"{url}/snapshot-digest?cursor={cursor}", headers=ADMIN) as r:
         assert r.status == 200
         body, header = await r.read(), r.headers[SIGNATURE_HEADER]
-    assert verify_feed(body, header, ring, domain=SNAPSHOT_DOMAIN)
+    digest_domain = request_domain(SNAPSHOT_DOMAIN, "snapshot-digest", VENUE, cursor)
+    assert verify_feed(body, header, ring, domain=digest_domain)
+    assert not verify_feed(body, header, ring,
+                           domain=request_domain(SNAPSHOT_DOMAIN, "snapshot-digest", VENUE, 0))
     assert not verify_feed(body, header, ring, domain=FEED_DOMAIN)
     assert msgspec.json.decode(body) == {
         "cursor": cursor,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import aiohttp
 import msgspec
 from aiohttp import web
@@ -11,6 +14,17 @@ from sync.snapshot import Record, Status
 from sync.wire import ChangeBatch, RecordChanged
 from tests.conftest import free_port
 from tests.e2e.procs import VENUE, Http, core_proc, edge_proc, event_now_body, eventually, sell
+
+
+async def forward(session: aiohttp.ClientSession, url: str,
+                  request: web.Request) -> web.Response:
+    """*request* passed on to *url*, and the answer back, signature header included."""
+    async with session.request(request.method, url, data=await request.read(),
+                               headers=dict(request.headers)) as upstream:
+        return web.Response(body=await upstream.read(), status=upstream.status,
+                            headers={k: v for k, v in upstream.headers.items()
+                                     if k.lower() not in ("content-length", "transfer-encoding",
+                                                          "content-encoding")})
 
 
 async def test_forged_change_batch_is_refused(tmp_path):
@@ -43,14 +57,7 @@ async def test_forged_change_batch_is_refused(tmp_path):
                     return web.Response(body=msgspec.msgpack.encode(batch),
                                         content_type="application/msgpack",
                                         headers={"X-Gatekeeper-Signature": "1:" + "A" * 88})
-                async with session.request(request.method, core.url + request.path_qs,
-                                           data=await request.read(),
-                                           headers=dict(request.headers)) as upstream:
-                    return web.Response(body=await upstream.read(), status=upstream.status,
-                                        headers={k: v for k, v in upstream.headers.items()
-                                                 if k.lower() not in ("content-length",
-                                                                      "transfer-encoding",
-                                                                      "content-encoding")})
+                return await forward(session, core.url + request.path_qs, request)
 
             app = web.Application()
             app.router.add_route("*", "/{tail:.*}", proxy)
@@ -73,6 +80,83 @@ async def test_forged_change_batch_is_refused(tmp_path):
             assert "signature" in status["sync"]["changes"]["last_error"]
             assert status["sync"]["cursor"] < forged_hits + 100
             assert status["sync"]["applied_changes"] == 0
+    finally:
+        if edge is not None:
+            edge.stop()
+        if runner is not None:
+            await runner.cleanup()
+        core.stop()
+
+
+async def test_a_rewritten_after_cannot_make_the_node_skip_a_change(tmp_path):
+    """The middleman changes nothing but the query of one poll (``after=N`` into
+    ``after=N+1``) and passes the core's genuinely signed answer back. Was: the batch
+    moved forward from N, so the node took it and skipped change N+1, a cancellation,
+    for good. The signature now binds the request: refused, asked again, applied."""
+    core = core_proc(tmp_path)
+    core.start()
+    runner: web.AppRunner | None = None
+    edge = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            http = Http(session)
+            await core.wait_ready(session)
+            event = await http.ok("POST", core.url + "/api/v1/events", event_now_body())
+            token = await http.ok("POST", f"{core.url}/api/v1/venues/{VENUE}/tokens", {})
+            order = await sell(http, core, event, quantity=2)
+            victim = order["tickets"][0]
+            armed: dict[str, int] = {}
+            rewritten = 0
+            polls = asyncio.Event()
+            polls.set()
+
+            async def proxy(request: web.Request) -> web.StreamResponse:
+                nonlocal rewritten
+                path_qs = request.path_qs
+                if request.path.endswith("/changes"):
+                    await polls.wait()
+                    query = dict(request.query)
+                    query["wait"] = "0.2"  # short polls: each new one passes here
+                    if armed.pop("at", None) == int(query["after"]):
+                        query["after"] = str(int(query["after"]) + 1)
+                        rewritten += 1
+                    path_qs = request.path + "?" + "&".join(f"{k}={v}" for k, v in query.items())
+                return await forward(session, core.url + path_qs, request)
+
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", proxy)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            port = free_port()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            edge = edge_proc(tmp_path, "n1", f"http://127.0.0.1:{port}", token["token"])
+            edge.start()
+            await edge.wait_ready(session)
+            await http.ok("PUT", edge.url + "/api/v1/gates/main", {"mode": "single"})
+
+            async def sync() -> Any:
+                return (await http.ok("GET", edge.url + "/api/v1/status"))["sync"]
+
+            async def caught_up() -> bool:
+                state = await sync()
+                return bool(state["connected"] and state["lag_changes"] == 0)
+
+            await eventually(caught_up, 10)
+            cursor = (await sync())["cursor"]
+            polls.clear()  # the next poll waits in the proxy
+            await asyncio.sleep(0.6)  # until the poll in flight has ended
+            await http.ok("POST", f"{core.url}/api/v1/orders/{order['number']}/cancel",
+                          {"tickets": [victim["id"]]})
+            armed["at"] = cursor
+            polls.set()
+
+            async def past_the_cancellation() -> bool:
+                return bool((await sync())["cursor"] > cursor)
+
+            await eventually(past_the_cancellation, 15)
+            assert rewritten == 1
+            answer = await http.scan(edge, victim["code"])
+            assert answer["reason"] == "cancelled"
     finally:
         if edge is not None:
             edge.stop()

@@ -43,7 +43,7 @@ async def core(venue: Venue) -> AsyncIterator[tuple[CoreClient, list[str]]]:
         upload = msgspec.msgpack.decode(await request.read(), type=ScanUpload)
         received.extend(item.scan_id for item in upload.items)
         return signed_ack(venue, msgspec.msgpack.encode(
-            UploadResult([Ack(i.scan_id, "stored") for i in upload.items])))
+            UploadResult([Ack(i.scan_id, "stored") for i in upload.items])), request)
 
     app = web.Application()
     app.router.add_post("/api/v1/venues/{venue}/scans", scans)

@@ -47,7 +47,7 @@ async def core(venue: Venue) -> AsyncIterator[tuple[CoreClient, list[str]]]:
             return web.Response(status=int(step), text="refused")
         result, reason = step.split("/")
         body = msgspec.msgpack.encode(QuickCancelAnswer(scan_id, result, reason))  # type: ignore[arg-type]
-        return signed_ack(venue, body)
+        return signed_ack(venue, body, request)
 
     app = web.Application()
     app.router.add_post("/api/v1/venues/{venue}/quick-cancel", quick_cancel)

@@ -26,7 +26,7 @@ from sync.wire import (
     ScanUpload,
     UploadResult,
 )
-from tests.scripted_core import client_of
+from tests.scripted_core import answer_domain, client_of
 
 KEY = Ed25519PrivateKey.generate()
 RING = KeyRing.from_raw(
@@ -53,7 +53,7 @@ async def core() -> AsyncIterator[Callable[[Answer, bytes], CoreClient]]:
 
     async def handle(request: web.Request) -> web.Response:
         make, domain = answers["now"]
-        return signed(make(request), domain)
+        return signed(make(request), answer_domain(request, domain))
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
