@@ -120,6 +120,9 @@ class Follower:
         self._quarantine_checked = False
         self.refused: dict[str, int] = {}
         self._wake_upload = asyncio.Event()
+        self._outbox = asyncio.Lock()
+        """Held from reading the outbox to storing the upload cursor, and by an import
+        that resets that cursor: an upload in flight cannot store a cursor over it."""
         self._tasks: list[asyncio.Task[None]] = []
         self.committer.after_commit.append(self._wake_upload.set)
         self.verify = _verifier(lambda: self.service.keyring)
@@ -220,19 +223,31 @@ class Follower:
         replay_raw = encoder.encode(
             ReplayPending(0 if fresh else self.service.cursor(), cursor, fresh)
         )
+        # A snapshot behind this node's cursor: the core lost history (restored from a
+        # backup), and with it scans this node uploaded. Send the whole outbox again:
+        # the core keeps one per scan_id, and a ticket admitted twice meanwhile is then
+        # reported as a conflict. (Entries the retention deleted are gone for good.)
+        was = self.service.cursor()
+        resend = cursor < was
 
         def op(txn: Any, _committer: GroupCommitter) -> None:
             reports.clear()
             with dest.open("rb") as fh:
                 reports.append(import_into(txn, self.index, fh))
             txn.put(REPLAY_KEY, replay_raw, db=self.index.meta)
+            if resend:
+                txn.put(b"upload_cursor", encoder.encode(0), db=self.index.meta)
 
         started = time.monotonic()
         self.service.importing += 1  # quick cancels wait for the new index (``Resyncing``)
         try:
-            await self.committer.submit(op)
+            async with self._outbox:
+                await self.committer.submit(op)
         finally:
             self.service.importing -= 1
+        if resend:
+            log.warning("the core is behind this node (cursor %d, was %d): the scan log "
+                        "goes up again", cursor, was)
         self.service.cursor_ahead = 0  # the snapshot's cursor is the one from now on
         report = reports[0]
         dest.unlink(missing_ok=True)
@@ -564,16 +579,20 @@ class Follower:
                 if not self._quarantine_checked:
                     await self._release_quarantine()
                     self._quarantine_checked = True
-                entries = self.read_outbox(self.upload_cursor(), UPLOAD_BATCH, unreadable)
-                if unreadable:
-                    await self._quarantine(unreadable)
-                    continue
+                async with self._outbox:
+                    entries = self.read_outbox(self.upload_cursor(), UPLOAD_BATCH, unreadable)
+                    if unreadable:
+                        await self._quarantine(unreadable)
+                        continue
+                    if entries:
+                        # The scans go up again after a crash before this cursor is
+                        # stored: idempotent by scan_id.
+                        await self._set_upload_cursor(await self._send(entries))
                 if not entries:
                     self._wake_upload.clear()
                     await sleep_or(self._wake_upload, IDLE_UPLOAD_CHECK_S)
                     await asyncio.sleep(UPLOAD_COALESCE_S)
                     continue
-                last = await self._send(entries)
             except CoreRefused as exc:
                 self.up.failed(time.time(), str(exc))
                 log.warning("scan upload refused: %s", exc)
@@ -583,7 +602,7 @@ class Follower:
                 self.up.failed(time.time(), str(exc))
                 await asyncio.sleep(backoff.next_delay())
                 continue
-            except CommitFailed as exc:  # quarantining: the disk; read the entries again
+            except CommitFailed as exc:  # quarantining, or the cursor: read them again
                 self.up.failed(time.time(), f"commit failed: {exc}")
                 await asyncio.sleep(backoff.next_delay())
                 continue
@@ -594,11 +613,6 @@ class Follower:
             backoff.reset()
             unexpected.reset()
             self.up.ok(time.time())
-            try:
-                await self._set_upload_cursor(last)
-            except CommitFailed as exc:  # the scans go up again (idempotent by scan_id)
-                self.up.failed(time.time(), f"commit failed: {exc}")
-                await asyncio.sleep(backoff.next_delay())
 
     async def _send(self, entries: list[tuple[int, LogEntry]]) -> int:
         """Send entries in order; return the last seq the core acknowledged."""
