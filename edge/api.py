@@ -49,6 +49,11 @@ MAX_WS_IN_FLIGHT: Final = 64
 MAX_WS_MESSAGE_BYTES: Final = 16 * 1024
 MAX_SEARCH_RESULTS: Final = 50
 SEARCH_BUDGET_S: Final = 5.0
+BODY_READ_S: Final = 30.0
+"""Longest a request body may take to arrive (a 1 MiB offline batch over weak Wi-Fi
+takes seconds). A body that stalls, or whose chunking or compression breaks in a later
+TCP segment (aiohttp's parser then never ends the stream), would otherwise hold its
+handler, and the device's connection, forever."""
 MAX_CODE_FIELD_CHARS: Final = 4096
 """Longer ``code`` fields are refused as a bad request; up to this, ``malformed``."""
 
@@ -151,6 +156,12 @@ def guarded(handler: Handler, *, auth: bool = True) -> Handler:
             return error_response(503, "commit_failed", "the scan could not be stored; retry")
         except Resyncing as exc:
             return error_response(503, "resyncing", str(exc))
+        except ConnectionError:
+            # The client left (a reset right after a WebSocket upgrade, say): nobody
+            # reads an answer, and it is no bug of ours. Closed without one.
+            response = web.Response(status=400)
+            response.force_close()
+            return response
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception:
@@ -183,7 +194,12 @@ def _check_scan_id(scan_id: str) -> None:
 
 async def _body(request: web.Request, decoder: msgspec.json.Decoder[Any]) -> Any:
     try:
-        raw = await request.read()
+        async with asyncio.timeout(BODY_READ_S):
+            raw = await request.read()
+    except TimeoutError:
+        request.content.feed_eof()
+        raise ApiError(408, "body_timeout", f"the body did not arrive within {BODY_READ_S:g} s",
+                       close=True) from None
     except (RequestPayloadError, HttpProcessingError):
         # A body that does not decode under its Content-Encoding, a broken chunk. The
         # stream keeps its error: mark it ended, or aiohttp's drain after the answer

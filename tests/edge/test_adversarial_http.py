@@ -12,6 +12,8 @@ import contextlib
 import gzip
 import logging
 import os
+import socket
+import struct
 import zlib
 from typing import Any
 
@@ -379,6 +381,58 @@ async def test_client_gone_mid_body_is_not_an_internal_error(
     assert out == b"" or split_response(out)[0] == 400, out
     await assert_serving(node)
     await asyncio.sleep(0.1)
+    internal = [r for r in caplog.records if r.name == "edge.api"]
+    assert not internal, [r.getMessage() for r in internal]
+
+
+@pytest.mark.parametrize("then", [
+    b"ZZ\r\n",  # a broken chunk-size line, in a later TCP segment than the head
+    b"",  # nothing more: a stalled sender
+], ids=["broken-chunk-later", "stalled"])
+async def test_a_body_that_never_completes_gets_a_408_and_the_connection_closes(
+    node: EdgeNode, monkeypatch: pytest.MonkeyPatch, then: bytes
+) -> None:
+    """Was: aiohttp's parser, failing on bytes that came after the head, never ended the
+    body stream, and ``request.read()`` waited forever: no answer, the device's
+    connection and the handler held until the client gave up."""
+    monkeypatch.setattr("edge.api.BODY_READ_S", 0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(node))
+    try:
+        writer.write(b"POST /api/v1/scans HTTP/1.1\r\nHost: x\r\n" + AUTH
+                     + b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"sca\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(then)
+        await writer.drain()
+        out = await asyncio.wait_for(reader.read(), TIMEOUT_S)  # EOF: closed by the node
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    status, headers, body = split_response(out)
+    payload = assert_error(status, headers.get("content-type", ""), body, 408)
+    assert payload["error"] == "body_timeout" and headers.get("connection") == "close"
+    await assert_serving(node)
+
+
+async def test_a_client_reset_right_after_a_websocket_upgrade_is_no_internal_error(
+    node: EdgeNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Was: ``ws.prepare`` raised on the closing transport and ``guarded`` logged an
+    "unhandled error" with a traceback for each device that simply dropped off."""
+    caplog.set_level(logging.ERROR, logger="edge.api")
+    for _ in range(20):
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port_of(node))
+        writer.write(b"GET /api/v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                     b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) + b"\r\n"
+                     + AUTH + b"\r\n")
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST, at once
+    await assert_serving(node)
+    await asyncio.sleep(0.2)
     internal = [r for r in caplog.records if r.name == "edge.api"]
     assert not internal, [r.getMessage() for r in internal]
 
