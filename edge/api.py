@@ -173,6 +173,8 @@ def guarded(handler: Handler, *, auth: bool = True) -> Handler:
 
 def _authorize(request: web.Request) -> None:
     header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer ") and header[:7].lower() == "bearer ":
+        header = "Bearer " + header[7:]  # the scheme is case-insensitive (RFC 9110)
     if not hmac.compare_digest(header.encode(errors="replace"), request.app[TOKEN]):
         raise ApiError(401, "unauthorized", "missing or wrong bearer token")
 
@@ -278,7 +280,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             try:
                 body = _decode(_scan_decoder, raw)
             except ApiError as exc:
-                await ws.send_bytes(_ws_error("invalid", exc.message))
+                # With the scan_id when it can be read: a device with several scans in
+                # flight must know which one was refused, or it waits out its timeout.
+                await ws.send_bytes(_ws_error("invalid", exc.message, _scan_id_of(raw)))
                 return
             try:
                 problem = _scan_id_problem(body.scan_id)
@@ -317,6 +321,26 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+class _IdOnly(msgspec.Struct):
+    scan_id: Any = None
+
+
+_id_decoder: Final = msgspec.json.Decoder(_IdOnly)
+
+
+def _scan_id_of(raw: str | bytes) -> str | None:
+    """The ``scan_id`` of a message that did not decode as a scan, if it has a usable
+    one (a string the API would take as a scan_id); else None."""
+    try:
+        scan_id = _id_decoder.decode(raw).scan_id
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    if (isinstance(scan_id, str) and 0 < len(scan_id) <= MAX_SCAN_ID_CHARS
+            and _scan_id_problem(scan_id) is None):
+        return scan_id
+    return None
+
+
 def _ws_error(code: str, message: str, scan_id: str | None = None) -> bytes:
     payload: dict[str, str] = {"error": code, "message": message}
     if scan_id is not None:
@@ -326,11 +350,11 @@ def _ws_error(code: str, message: str, scan_id: str | None = None) -> bytes:
 
 async def put_gate(request: web.Request) -> web.Response:
     name = request.match_info["gate"]
-    if not 0 < len(name) <= MAX_GATE_CHARS:
-        raise ApiError(400, "invalid", "gate name must be 1-64 characters")
+    if not 0 < len(name) <= MAX_GATE_CHARS or not name.isprintable():
+        raise ApiError(400, "invalid", "gate name must be 1-64 printable characters")
     profile: GateProfile = await _body(request, _gate_decoder)
     try:
-        await request.app[SERVICE].put_gate(name, profile)
+        profile = await request.app[SERVICE].put_gate(name, profile)
     except InvalidGate as exc:
         raise ApiError(422, "invalid_gate", str(exc)) from None
     return json_response(_gate_json(name, profile, len(request.app[SERVICE].gates[name].dates)))

@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 
 MAX_SCAN_ID_CHARS: Final = 128
 MAX_GATE_CHARS: Final = 64
+MAX_GATES: Final = 1024
+"""Gate profiles a node keeps (a profile serves every lane that scans under its name)."""
+MAX_GATE_IDS: Final = 4096
+"""Dates, events or zones one profile may list (after duplicates are dropped)."""
 MAX_VERIFIED_CACHE: Final = 65536
 MAX_FUTURE_SKEW_S: Final = 300.0
 """A device clock may run ahead of the node's by this much; later times are clamped."""
@@ -266,9 +270,23 @@ class ScanService:
             raise InvalidGate(f"unknown zone {min(zones - known_zones)}")
         return GateView(name, profile.mode, dates, zones)
 
-    async def put_gate(self, name: str, profile: GateProfile, *, strict: bool = True) -> None:
-        """Store a gate profile. Not *strict*: keep it even if the catalogue does not know
-        its dates yet (a node still waiting for its first snapshot); it resolves later."""
+    async def put_gate(
+        self, name: str, profile: GateProfile, *, strict: bool = True
+    ) -> GateProfile:
+        """Store a gate profile (its lists without duplicates, sorted); returns it as
+        stored. Not *strict*: keep it even if the catalogue does not know its dates yet
+        (a node still waiting for its first snapshot); it resolves later. Was: kept as
+        sent, so a list of one id repeated 262,000 times cost 2 MB of memory per gate,
+        and ``GET /api/v1/gates`` of 40 such gates stalled the loop for 180 ms."""
+        profile = GateProfile(profile.mode, *(
+            sorted(set(ids)) if ids is not None else None
+            for ids in (profile.dates, profile.events, profile.zones)
+        ))
+        if any(ids is not None and len(ids) > MAX_GATE_IDS
+               for ids in (profile.dates, profile.events, profile.zones)):
+            raise InvalidGate(f"a gate lists at most {MAX_GATE_IDS} dates, events or zones")
+        if name not in self.profiles and len(self.profiles) >= MAX_GATES:
+            raise InvalidGate(f"a node keeps at most {MAX_GATES} gate profiles")
         if strict:
             self.resolve_gate(name, profile)  # InvalidGate: refused, nothing stored
         raw = encoder.encode(profile)
@@ -288,6 +306,7 @@ class ScanService:
             self.gates[name] = self.resolve_gate(name, profile)
         except InvalidGate:
             self.gates.pop(name, None)
+        return profile
 
     # -- lookup ----------------------------------------------------------------------
 
