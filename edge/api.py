@@ -550,7 +550,45 @@ async def no_route(request: web.Request) -> web.Response:
     return error_response(404, "not_found", f"no such path {target}")
 
 
+class BadRequestLogs(logging.Filter):
+    """On aiohttp's server logger: a request its parser refuses (a malformed request
+    line or header, a duplicate Content-Length) is answered 400 by aiohttp and logged at
+    ERROR with a traceback, ~570 bytes each: any device on the venue network could fill
+    the disk at ~1 MB/s. Such records become one WARNING line without the traceback, at
+    most one per ``EVERY_S``, which counts those left out since."""
+
+    EVERY_S: Final = 10.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = -self.EVERY_S
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        now = time.monotonic()
+        if now - self._last < self.EVERY_S:
+            self.suppressed += 1
+            return False
+        self._last = now
+        more = f" ({self.suppressed} more since)" if self.suppressed else ""
+        self.suppressed = 0
+        record.msg = "bad HTTP request refused (400): %s%s"
+        record.args = (str(exc).replace("\n", " ")[:200], more)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        return True
+
+
+_BAD_REQUEST_LOGS: Final = BadRequestLogs()
+
+
 def add_routes(app: web.Application) -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if _BAD_REQUEST_LOGS not in server_log.filters:
+        server_log.addFilter(_BAD_REQUEST_LOGS)
     r = app.router
     r.add_post("/api/v1/scans", guarded(post_scan))
     r.add_post("/api/v1/scans/batch", guarded(post_batch))

@@ -1104,3 +1104,26 @@ async def test_the_bearer_scheme_is_case_insensitive(node: EdgeNode) -> None:
         assert (await node.call("GET", "/api/v1/status", headers=headers))[0] == 200
     wrong = {"Authorization": f"bearer {TOKEN}x"}
     assert (await node.call("GET", "/api/v1/status", headers=wrong))[0] == 401
+
+
+async def test_malformed_requests_do_not_flood_the_log(
+    node: EdgeNode, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: aiohttp logged each request its parser refused at ERROR with a traceback
+    (~570 bytes): a device without any token filled the log at ~1 MB/s."""
+    from edge.api import _BAD_REQUEST_LOGS
+
+    monkeypatch.setattr(_BAD_REQUEST_LOGS, "_last", -1e9)
+    caplog.set_level(logging.DEBUG, logger="aiohttp.server")
+    bad = (b"POST /api/v1/scans HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+           b"Content-Length: 1\r\n\r\nx")
+    for _ in range(30):
+        status, _headers, _body = split_response(await raw_http(node, bad))
+        assert status == 400
+    await assert_serving(node)
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    (record,) = records
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert "bad HTTP request" in record.getMessage()
+    assert _BAD_REQUEST_LOGS.suppressed == 29
