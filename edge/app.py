@@ -42,6 +42,12 @@ from sync.client import CoreClient, SyncError
 
 log = logging.getLogger(__name__)
 
+IDLE_CLOSE_S = 60.0
+"""A connection with no request in progress (idle after an answer, or a request head
+that never completes) is closed after this long. aiohttp's default is an hour: a device
+on the venue network holding a few thousand sockets open would exhaust the node's file
+descriptors, and the gates could not connect. A scanner idle this long reconnects."""
+
 
 @dataclass(frozen=True, slots=True)
 class EdgeConfig:
@@ -82,6 +88,27 @@ def node_id_for(index: Index, wanted: str | None) -> str:
     with index.env.begin(write=True, db=index.meta) as txn:
         txn.put(b"node_id", node_id.encode())
     return node_id
+
+
+def runner_for(app: web.Application, **options: object) -> web.AppRunner:
+    """The node's runner for *app*: no access log, idle connections closed."""
+    return web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_CLOSE_S,
+                         **options)  # type: ignore[arg-type]
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit (each device
+    connection is one); returns the limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # RLIM_INFINITY may be refused for files
+            return soft
+        return hard
+    return soft
 
 
 def build_app(config: EdgeConfig) -> web.Application:

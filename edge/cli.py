@@ -20,7 +20,7 @@ import lmdb
 import msgspec
 from aiohttp import web
 
-from edge.app import EdgeConfig, build_app
+from edge.app import EdgeConfig, build_app, raise_fd_limit, runner_for
 from edge.importer import import_file
 from edge.model import GateProfile
 from edge.retention import DEFAULT_KEEP_DAYS, MAX_KEEP_DAYS
@@ -59,7 +59,8 @@ def _admin_token(data: Path, given: str | None) -> str:
 
 async def _serve(config: EdgeConfig) -> None:
     app = build_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    log.info("open files allowed: %d", raise_fd_limit())
+    runner = runner_for(app, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     # Everything alive now (modules, catalogue, app) lives as long as the process:
     # keep the cyclic GC from walking it again on every young-generation overflow.

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from edge.app import EdgeConfig, build_app
+from edge.app import EdgeConfig, build_app, runner_for
 from edge.importer import import_file
 from tests.venue import Venue, make_venue
 
@@ -68,7 +68,7 @@ _SEQ = 0
 @contextlib.asynccontextmanager
 async def run_edge(data: Path, venue: Venue) -> AsyncIterator[EdgeNode]:
     app = build_app(EdgeConfig(data=data, admin_token=TOKEN, port=0))
-    runner = web.AppRunner(app, access_log=None)
+    runner = runner_for(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
