@@ -27,6 +27,23 @@ async def forward(session: aiohttp.ClientSession, url: str,
                                                           "content-encoding")})
 
 
+async def serve(proxy: Any) -> tuple[web.AppRunner, int]:
+    """The middleman: *proxy* answering every path on a free port of 127.0.0.1."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+async def start_edge(http: Http, edge: Any) -> None:
+    edge.start()
+    await edge.wait_ready(http.session)
+    await http.ok("PUT", edge.url + "/api/v1/gates/main", {"mode": "single"})
+
+
 async def test_forged_change_batch_is_refused(tmp_path):
     core = core_proc(tmp_path)
     core.start()
@@ -59,16 +76,9 @@ async def test_forged_change_batch_is_refused(tmp_path):
                                         headers={"X-Gatekeeper-Signature": "1:" + "A" * 88})
                 return await forward(session, core.url + request.path_qs, request)
 
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", proxy)
-            runner = web.AppRunner(app)
-            await runner.setup()
-            port = free_port()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
+            runner, port = await serve(proxy)
             edge = edge_proc(tmp_path, "n1", f"http://127.0.0.1:{port}", token["token"])
-            edge.start()
-            await edge.wait_ready(session)
-            await http.ok("PUT", edge.url + "/api/v1/gates/main", {"mode": "single"})
+            await start_edge(http, edge)
 
             async def forged_seen_twice() -> bool:
                 return forged_hits >= 2
@@ -123,16 +133,9 @@ async def test_a_rewritten_after_cannot_make_the_node_skip_a_change(tmp_path):
                     path_qs = request.path + "?" + "&".join(f"{k}={v}" for k, v in query.items())
                 return await forward(session, core.url + path_qs, request)
 
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", proxy)
-            runner = web.AppRunner(app)
-            await runner.setup()
-            port = free_port()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
+            runner, port = await serve(proxy)
             edge = edge_proc(tmp_path, "n1", f"http://127.0.0.1:{port}", token["token"])
-            edge.start()
-            await edge.wait_ready(session)
-            await http.ok("PUT", edge.url + "/api/v1/gates/main", {"mode": "single"})
+            await start_edge(http, edge)
 
             async def sync() -> Any:
                 return (await http.ok("GET", edge.url + "/api/v1/status"))["sync"]
