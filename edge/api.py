@@ -49,11 +49,15 @@ MAX_WS_IN_FLIGHT: Final = 64
 MAX_WS_MESSAGE_BYTES: Final = 16 * 1024
 MAX_SEARCH_RESULTS: Final = 50
 SEARCH_BUDGET_S: Final = 5.0
+BODY_MIN_BYTES_PER_S: Final = 4096
+"""Slowest upload still waited for: the body deadline grows with its Content-Length (a
+1 MiB batch may take BODY_READ_S + 256 s on a poor link, and still lands)."""
 BODY_READ_S: Final = 30.0
-"""Longest a request body may take to arrive (a 1 MiB offline batch over weak Wi-Fi
-takes seconds). A body that stalls, or whose chunking or compression breaks in a later
-TCP segment (aiohttp's parser then never ends the stream), would otherwise hold its
-handler, and the device's connection, forever."""
+"""Longest a request body may take to arrive, plus its Content-Length at
+``BODY_MIN_BYTES_PER_S`` (a chunked body has none: this alone). A body that stalls,
+or whose chunking or compression breaks in a later TCP segment (aiohttp's parser then
+never ends the stream), would otherwise hold its handler, and the device's connection,
+forever."""
 MAX_CODE_FIELD_CHARS: Final = 4096
 """Longer ``code`` fields are refused as a bad request; up to this, ``malformed``."""
 
@@ -196,7 +200,8 @@ def _check_scan_id(scan_id: str) -> None:
 
 async def _body(request: web.Request, decoder: msgspec.json.Decoder[Any]) -> Any:
     try:
-        async with asyncio.timeout(BODY_READ_S):
+        async with asyncio.timeout(
+                BODY_READ_S + (request.content_length or 0) / BODY_MIN_BYTES_PER_S):
             raw = await request.read()
     except TimeoutError:
         request.content.feed_eof()
@@ -566,8 +571,8 @@ class BadRequestLogs(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, HttpProcessingError):
-            return True
+        if record.levelno < logging.ERROR or not isinstance(exc, HttpProcessingError):
+            return True  # aiohttp's own DEBUG for non-HTTP traffic stays as it is
         now = time.monotonic()
         if now - self._last < self.EVERY_S:
             self.suppressed += 1

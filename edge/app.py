@@ -29,7 +29,7 @@ from edge.follower import Follower
 from edge.index import Index, Warmer
 from edge.model import GateProfile
 from edge.retention import DAY_S, DEFAULT_KEEP_DAYS, Pruner
-from edge.scan import ScanService
+from edge.scan import InvalidGate, ScanService
 from edge.scanlog import (
     APPLY_INTERVAL_S,
     COMMIT_INTERVAL_S,
@@ -151,7 +151,10 @@ def build_app(config: EdgeConfig) -> web.Application:
                     except SyncError as exc:
                         log.warning("no snapshot from the core yet (%s); retrying", exc)
             for name, profile in (config.gates or {}).items():
-                await service.put_gate(name, profile, strict=False)
+                try:
+                    await service.put_gate(name, profile, strict=False)
+                except InvalidGate as exc:  # over the caps: the node still starts
+                    log.warning("gate %r from the configuration not kept: %s", name, exc)
             if follower is not None:
                 follower.start()
                 stack.push_async_callback(follower.stop)

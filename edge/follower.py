@@ -249,6 +249,7 @@ class Follower:
             log.warning("the core is behind this node (cursor %d, was %d): the scan log "
                         "goes up again", cursor, was)
         self.service.cursor_ahead = 0  # the snapshot's cursor is the one from now on
+        self.head = None  # a core restored from a backup is behind the head seen before
         report = reports[0]
         dest.unlink(missing_ok=True)
         self.service.reload()

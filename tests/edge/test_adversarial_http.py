@@ -1127,3 +1127,33 @@ async def test_malformed_requests_do_not_flood_the_log(
     assert record.levelno == logging.WARNING and record.exc_info is None
     assert "bad HTTP request" in record.getMessage()
     assert _BAD_REQUEST_LOGS.suppressed == 29
+
+
+async def test_a_slow_body_that_keeps_arriving_is_waited_for(
+    node: EdgeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline grows with the Content-Length: a device on a poor link, sending a
+    batch slowly but steadily, is not refused 408 over and over (review)."""
+    monkeypatch.setattr("edge.api.BODY_READ_S", 0.5)
+    monkeypatch.setattr("edge.api.BODY_MIN_BYTES_PER_S", 1000)
+    code = node.venue.codes["t"]
+    body = msgspec.json.encode({"scans": [
+        {"scan_id": f"slow-{i}", "code": code, "gate": "main"} for i in range(12)]})
+    assert 1500 < len(body) < 4000
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(node))
+    try:
+        writer.write(b"POST /api/v1/scans/batch HTTP/1.1\r\nHost: x\r\n" + AUTH
+                     + b"Content-Type: application/json\r\nConnection: close\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode())
+        for at in range(0, len(body), len(body) // 10 + 1):  # over ~1.5 s
+            writer.write(body[at:at + len(body) // 10 + 1])
+            await writer.drain()
+            await asyncio.sleep(0.15)
+        out = await asyncio.wait_for(reader.read(), TIMEOUT_S)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    status, _headers, answer = split_response(out)
+    assert status == 200, answer
+    assert len(msgspec.json.decode(answer)["results"]) == 12

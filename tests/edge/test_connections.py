@@ -80,3 +80,26 @@ def test_the_node_raises_its_open_file_limit(tmp_path: Path, venue: Venue) -> No
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+async def test_a_configured_gate_over_the_caps_does_not_stop_the_node(
+    tmp_path: Path, venue: Venue
+) -> None:
+    """Gates given at start are stored without the catalogue's check: one over the
+    caps is left out with a warning, and the node still starts (review)."""
+    from edge.app import EdgeConfig, build_app, runner_for
+    from edge.model import GateProfile, Mode
+
+    data = tmp_path / "node"
+    import_file(data, venue.write(tmp_path / "venue.snap"))
+    gates = {"huge": GateProfile(Mode.MULTI, zones=list(range(5000))),
+             "main": GateProfile(Mode.SINGLE, dates=[10])}
+    runner = runner_for(build_app(EdgeConfig(data=data, admin_token=TOKEN, port=0,
+                                             gates=gates)))
+    await runner.setup()
+    try:
+        from edge.api import SERVICE
+
+        assert set(runner.app[SERVICE].profiles) == {"main"}
+    finally:
+        await runner.cleanup()
