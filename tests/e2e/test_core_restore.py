@@ -4,10 +4,22 @@ core counts every admission once and reports a ticket admitted twice as a confli
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
+from pathlib import Path
+from typing import Any
 
+from edge.follower import Follower
+from edge.index import Index, encoder
+from edge.model import GateProfile, Mode, ScanRequest
+from edge.scan import ScanService
+from edge.scanlog import GroupCommitter
+from sync.client import CoreClient
+from sync.wire import ScanUpload, UploadResult
 from tests.e2e.conftest import Site
-from tests.e2e.procs import eventually, sell
+from tests.e2e.procs import VENUE, eventually, sell
+from tests.edge.inprocess import put_meta
 
 
 async def test_a_node_sends_its_scans_again_to_a_core_restored_from_a_backup(
@@ -45,3 +57,61 @@ async def test_a_node_sends_its_scans_again_to_a_core_restored_from_a_backup(
     await eventually(lambda: site.synced(n2), 10)
     seen = await site.ticket(ticket["id"])
     assert seen["scans"] == 2 and seen["entry_count"] == 1 and not seen["conflicts"]
+
+
+async def test_an_upload_in_flight_cannot_store_its_cursor_over_the_reset(
+    tmp_path: Path, site: Site
+) -> None:
+    """The upload loop holds the outbox lock from reading the outbox to storing its
+    cursor, and the import that resets that cursor takes it too: an upload acknowledged
+    after the reset must not move the cursor past the scans to send again."""
+    order = await sell(site.http, site.core, site.event, quantity=3)
+    index = Index(tmp_path / "node")
+    committer = GroupCommitter(index, asyncio.get_running_loop())
+    committer.start()
+    uploading: asyncio.Task[None] | None = None
+    try:
+        async with CoreClient(site.core.url, site.node_token, VENUE) as client:
+            service = ScanService(index, committer)
+            follower = Follower(service, client, "n1")
+            await follower.bootstrap(index.path)
+            await service.put_gate("main", GateProfile(Mode.SINGLE))
+            for i, ticket in enumerate(order["tickets"]):
+                answer = await service.scan(ScanRequest(f"s{i}", ticket["code"], "main"))
+                assert answer.reason == "ok"
+            sent: list[str] = []
+            acked = asyncio.Event()
+            real = client.upload
+
+            async def upload(batch: ScanUpload, verify: Any) -> UploadResult:
+                sent.extend(item.scan_id for item in batch.items)
+                result = await real(batch, verify)
+                if len(sent) <= 3:
+                    await acked.wait()  # acknowledged, the cursor not stored yet
+                return result
+
+            client.upload = upload  # type: ignore[method-assign]
+            uploading = asyncio.create_task(follower._upload())
+            for _ in range(200):
+                if sent:
+                    break
+                await asyncio.sleep(0.02)
+            assert sent == ["s0", "s1", "s2"]
+            # As after a restore: the node's cursor is ahead of what the core has.
+            await committer.submit(put_meta(b"cursor", encoder.encode(10**6)))
+            resync = asyncio.create_task(follower.bootstrap(index.path))
+            await asyncio.sleep(0.3)
+            acked.set()
+            await resync
+            for _ in range(200):
+                if len(sent) >= 6:
+                    break
+                await asyncio.sleep(0.05)
+            assert sent == ["s0", "s1", "s2"] * 2
+    finally:
+        if uploading is not None:
+            uploading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await uploading
+        await committer.stop()
+        index.close()
