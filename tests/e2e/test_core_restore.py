@@ -90,7 +90,7 @@ async def test_an_upload_in_flight_cannot_store_its_cursor_over_the_reset(
                     await acked.wait()  # acknowledged, the cursor not stored yet
                 return result
 
-            client.upload = upload  # type: ignore[method-assign]
+            client.upload = upload  # type: ignore[method-assign, assignment]
             uploading = asyncio.create_task(follower._upload())
             for _ in range(200):
                 if sent:
