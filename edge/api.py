@@ -199,13 +199,16 @@ def _check_scan_id(scan_id: str) -> None:
 
 
 async def _body(request: web.Request, decoder: msgspec.json.Decoder[Any]) -> Any:
+    deadline_s = BODY_READ_S + (request.content_length or 0) / BODY_MIN_BYTES_PER_S
     try:
-        async with asyncio.timeout(
-                BODY_READ_S + (request.content_length or 0) / BODY_MIN_BYTES_PER_S):
+        if request.content.is_eof():  # all here already (a scan): no timer to arm
             raw = await request.read()
+        else:
+            async with asyncio.timeout(deadline_s):
+                raw = await request.read()
     except TimeoutError:
         request.content.feed_eof()
-        raise ApiError(408, "body_timeout", f"the body did not arrive within {BODY_READ_S:g} s",
+        raise ApiError(408, "body_timeout", f"the body did not arrive within {deadline_s:g} s",
                        close=True) from None
     except (RequestPayloadError, HttpProcessingError):
         # A body that does not decode under its Content-Encoding, a broken chunk. The

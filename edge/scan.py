@@ -278,13 +278,11 @@ class ScanService:
         (a node still waiting for its first snapshot); it resolves later. Was: kept as
         sent, so a list of one id repeated 262,000 times cost 2 MB of memory per gate,
         and ``GET /api/v1/gates`` of 40 such gates stalled the loop for 180 ms."""
-        profile = GateProfile(profile.mode, *(
-            sorted(set(ids)) if ids is not None else None
-            for ids in (profile.dates, profile.events, profile.zones)
-        ))
-        if any(ids is not None and len(ids) > MAX_GATE_IDS
-               for ids in (profile.dates, profile.events, profile.zones)):
+        lists = [sorted(set(ids)) if ids is not None else None
+                 for ids in (profile.dates, profile.events, profile.zones)]
+        if any(ids is not None and len(ids) > MAX_GATE_IDS for ids in lists):
             raise InvalidGate(f"a gate lists at most {MAX_GATE_IDS} dates, events or zones")
+        profile = GateProfile(profile.mode, *lists)
         if name not in self.profiles and len(self.profiles) >= MAX_GATES:
             raise InvalidGate(f"a node keeps at most {MAX_GATES} gate profiles")
         if strict:

@@ -76,7 +76,6 @@ _encoder: Final = msgspec.msgpack.Encoder()
 MSGPACK: Final = "application/msgpack"
 
 
-
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     """The whole body of *resp*, or ``CoreUnavailable`` once it passes *limit* bytes.
     Not ``resp.content.read(n)``: that returns what is buffered so far, so an answer
@@ -92,6 +91,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
             raise CoreUnavailable("answer too large")
         parts.append(chunk)
     return b"".join(parts)
+
 
 class CoreClient:
     """Talks to one venue's sync endpoints of the core with a venue-scoped token."""
@@ -147,14 +147,26 @@ class CoreClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise CoreUnavailable(f"{type(exc).__name__}: {exc}") from None
 
+    async def _signed(
+        self, method: str, route: str, domain: bytes, numbers: tuple[int, ...],
+        verify: Verifier, *, budget_s: float = REQUEST_TIMEOUT_S, data: bytes | None = None,
+        params: dict[str, str] | None = None,
+    ) -> bytes:
+        """The body of *route*'s answer, once its signature verifies under *domain*
+        bound to this request (``request_domain``: the route, the venue, *numbers*);
+        ``FeedForged`` otherwise."""
+        body, signature = await self._request(
+            method, self._url(route), budget_s=budget_s, data=data, params=params)
+        if not verify(body, signature, request_domain(domain, route, self.venue, *numbers)):
+            raise FeedForged(f"{route} answer signature does not verify")
+        return body
+
     async def changes(self, after: int, wait: float, verify: Verifier) -> ChangeBatch:
         """Changes after *after*, waiting up to *wait* seconds for the first one."""
-        body, signature = await self._request(
-            "GET", self._url("changes"), budget_s=wait + REQUEST_TIMEOUT_S,
+        body = await self._signed(
+            "GET", "changes", FEED_DOMAIN, (after,), verify, budget_s=wait + REQUEST_TIMEOUT_S,
             params={"after": str(after), "wait": f"{wait:.3f}"},
         )
-        if not verify(body, signature, request_domain(FEED_DOMAIN, "changes", self.venue, after)):
-            raise FeedForged("change batch signature does not verify")
         batch = _decode(_batch_decoder, body)
         # The signature binds the request (venue, *after*), and the batch must move
         # forward from *after*: a middleman can neither replay an old signed batch
@@ -168,13 +180,10 @@ class CoreClient:
 
     async def admissions(self, after: int, upto: int, verify: Verifier) -> ChangeBatch:
         """Admitted scans with ``after < seq <= upto`` (replayed after a snapshot)."""
-        body, signature = await self._request(
-            "GET", self._url("admissions"), budget_s=REQUEST_TIMEOUT_S,
+        body = await self._signed(
+            "GET", "admissions", FEED_DOMAIN, (after, upto), verify,
             params={"after": str(after), "upto": str(upto)},
         )
-        if not verify(body, signature,
-                      request_domain(FEED_DOMAIN, "admissions", self.venue, after, upto)):
-            raise FeedForged("admissions signature does not verify")
         batch = _decode(_batch_decoder, body)
         if batch.cursor < after or batch.cursor > upto or any(
             not isinstance(c, ScanAdmitted) or not after < c.seq <= min(batch.cursor, upto)
@@ -185,11 +194,8 @@ class CoreClient:
 
     async def upload(self, upload: ScanUpload, verify: Verifier) -> UploadResult:
         """Upload scans; a forged acknowledgement must never make the node drop them."""
-        body, signature = await self._request(
-            "POST", self._url("scans"), budget_s=REQUEST_TIMEOUT_S, data=_encoder.encode(upload)
-        )
-        if not verify(body, signature, request_domain(ACK_DOMAIN, "scans", self.venue)):
-            raise FeedForged("upload acknowledgement signature does not verify")
+        body = await self._signed(
+            "POST", "scans", ACK_DOMAIN, (), verify, data=_encoder.encode(upload))
         result = _decode(_upload_result_decoder, body)
         # One ack per item, in order: a replayed signed answer (or a core that stored
         # only part) must not let the node move its outbox past unacknowledged scans.
@@ -202,12 +208,8 @@ class CoreClient:
     async def quick_cancel(
         self, request: QuickCancelRequest, verify: Verifier
     ) -> QuickCancelAnswer:
-        body, signature = await self._request(
-            "POST", self._url("quick-cancel"), budget_s=REQUEST_TIMEOUT_S,
-            data=_encoder.encode(request),
-        )
-        if not verify(body, signature, request_domain(ACK_DOMAIN, "quick-cancel", self.venue)):
-            raise FeedForged("quick-cancel answer signature does not verify")
+        body = await self._signed(
+            "POST", "quick-cancel", ACK_DOMAIN, (), verify, data=_encoder.encode(request))
         answer = _decode(_quick_decoder, body)
         if answer.scan_id != request.scan_id:
             raise FeedForged("quick-cancel answer is for another scan_id")
@@ -247,13 +249,10 @@ class CoreClient:
 
     async def snapshot_digest(self, cursor: int, verify: Verifier) -> SnapshotDigest:
         """The core's signed SHA-256 of the snapshot it served at *cursor*."""
-        body, signature = await self._request(
-            "GET", self._url("snapshot-digest"), budget_s=REQUEST_TIMEOUT_S,
+        body = await self._signed(
+            "GET", "snapshot-digest", SNAPSHOT_DOMAIN, (cursor,), verify,
             params={"cursor": str(cursor)},
         )
-        if not verify(body, signature,
-                      request_domain(SNAPSHOT_DOMAIN, "snapshot-digest", self.venue, cursor)):
-            raise FeedForged("snapshot digest signature does not verify")
         return _decode(_digest_decoder, body)
 
 

@@ -103,8 +103,7 @@ async def snapshot_digest(request: web.Request) -> web.Response:
         )
     signer = await store.read(keys.feed_signer)
     answer = {"cursor": int(cursor), "sha256": found}
-    return signed(reply(answer, request=request), signer,
-                  request_domain(SNAPSHOT_DOMAIN, "snapshot-digest", venue, int(cursor)))
+    return _answer(request, answer, signer, SNAPSHOT_DOMAIN, int(cursor))
 
 
 @routes.get("/api/v1/venues/{venue}/catalog")
@@ -114,8 +113,7 @@ async def catalog(request: web.Request) -> web.Response:
     store = request.app[STORE]
     venue_id = await store.read(feed.venue_id, venue)
     found, signer = await store.read(_catalog_signed, venue_id)
-    return signed(reply(found, request=request), signer,
-                  request_domain(FEED_DOMAIN, "catalog", venue))
+    return _answer(request, found, signer, FEED_DOMAIN)
 
 
 @routes.get("/api/v1/venues/{venue}/changes")
@@ -137,8 +135,7 @@ async def changes(request: web.Request) -> web.Response:
         batch, signer = await store.read(_changes_signed, venue_id, int(after))
         remaining = deadline - loop.time()
         if batch.changes or batch.cursor != int(after) or remaining <= 0:
-            return signed(reply(batch, request=request), signer,
-                          request_domain(FEED_DOMAIN, "changes", venue, int(after)))
+            return _answer(request, batch, signer, FEED_DOMAIN, int(after))
         await notifier.wait(woken, min(remaining, POLL_FALLBACK_S))
 
 
@@ -155,8 +152,7 @@ async def admissions(request: web.Request) -> web.Response:
     store = request.app[STORE]
     venue_id = await store.read(feed.venue_id, venue)
     batch, signer = await store.read(_admissions_signed, venue_id, int(after), int(upto))
-    return signed(reply(batch, request=request), signer,
-                  request_domain(FEED_DOMAIN, "admissions", venue, int(after), int(upto)))
+    return _answer(request, batch, signer, FEED_DOMAIN, int(after), int(upto))
 
 
 @routes.post("/api/v1/venues/{venue}/scans")
@@ -168,8 +164,7 @@ async def upload_scans(request: web.Request) -> web.Response:
     venue_id = await store.read(feed.venue_id, venue)
     result = await store.write(scans.ingest, venue_id, upload)
     signer = await store.read(keys.feed_signer)
-    return signed(reply(result, request=request), signer,
-                  request_domain(ACK_DOMAIN, "scans", venue))
+    return _answer(request, result, signer, ACK_DOMAIN)
 
 
 @routes.post("/api/v1/venues/{venue}/quick-cancel")
@@ -181,8 +176,16 @@ async def quick_cancel(request: web.Request) -> web.Response:
     venue_id = await store.read(feed.venue_id, venue)
     answer = await store.write(stock.quick_cancel, data.code, venue=venue_id, scan_id=data.scan_id)
     signer = await store.read(keys.feed_signer)
-    return signed(reply(answer, request=request), signer,
-                  request_domain(ACK_DOMAIN, "quick-cancel", venue))
+    return _answer(request, answer, signer, ACK_DOMAIN)
+
+
+def _answer(request: web.Request, payload: object, signer: keys.FeedSigner, domain: bytes,
+            *numbers: int) -> web.Response:
+    """*payload* signed under *domain* bound to *request* (``request_domain``): its
+    route (the last part of its path), its venue and *numbers*, as the node verifies."""
+    route = request.path.rsplit("/", 1)[1]
+    return signed(reply(payload, request=request), signer,
+                  request_domain(domain, route, request.match_info["venue"], *numbers))
 
 
 def _changes_signed(tx: Tx, venue_id: int, after: int) -> tuple[ChangeBatch, keys.FeedSigner]:
