@@ -14,8 +14,9 @@ Two named tasks share one ``CoreClient``:
   duplicate or refused — all final). Transport failures retry with capped, jittered
   backoff; it is woken by every commit, so scans reach the core within milliseconds.
 
-Other nodes' admissions (``ScanAdmitted``) are applied to local scan state with the same
-``sync.rules.step`` the decision uses, reserved in the scan service's pending overlay
+Other nodes' admissions (``ScanAdmitted``) are applied to local scan state with
+``sync.rules.merge`` (the decision's ``step``, except that a scan older than what the
+state saw since counts but cannot move presence), reserved in the scan service's pending overlay
 exactly like a local scan, so a concurrent local scan sees them.
 """
 
@@ -47,7 +48,7 @@ from sync.client import (
 )
 from sync.codes import KeyRing, code_digest, verify_feed
 from sync.feed import Backoff, Link
-from sync.rules import Direction, Mode, Reason, ScanState, step
+from sync.rules import Direction, Mode, Reason, ScanState, merge
 from sync.snapshot import Catalog, Record, SnapshotReader, Status
 from sync.wire import (
     CatalogChanged,
@@ -477,14 +478,15 @@ class Follower:
                 product = products.get(record.event) if record.kind else None
                 limits = limits_of(product) if record.kind else limits_of(None)
                 direction = Direction.EXIT if item.direction == Direction.EXIT else Direction.ENTRY
-                _reason, _dir, new_state = step(
+                new_state = merge(
                     state, Mode(item.mode), direction, date.id, date.event,
                     date.day or self.service.dates.get(date.id, date).day, limits,
                     item.scanned_at,
                 )
                 if new_state is state:
-                    # Refused here too: the two nodes disagree; the core reports the
-                    # conflict. Local state stays what this node decided.
+                    # Refused here too (the two nodes disagree; the core reports the
+                    # conflict), or older than what this node saw since: local state
+                    # stays what this node decided.
                     continue
                 generation = self.service.reserve_state(item.ticket, new_state)
                 states[item.ticket] = (new_state, generation)

@@ -15,6 +15,7 @@ found valid for the date and zone. It decides only what depends on earlier scans
    event, one event per day, or all entries on one single day.
 
 Presence is per date: someone who never scanned out yesterday is not "inside" today.
+``merge`` applies another node's admitted scan, which may arrive late and out of order.
 Pure: no I/O, no clock; ``at`` is passed in.
 """
 
@@ -159,3 +160,30 @@ def _limit(
         if limits.one_day and d != day:
             return Reason.LIMIT_REACHED
     return None
+
+
+def merge(
+    state: ScanState,
+    mode: Mode,
+    direction: Direction,
+    date: int,
+    event: int,
+    day: int,
+    limits: Limits,
+    at: float,
+) -> ScanState:
+    """*state* after another node's admitted scan at *at* (the change feed), or *state*
+    itself when the scan changes nothing here.
+
+    Scans from other nodes come late: a node that was offline uploads an hour of them,
+    a core restored from a backup gets them all again. One older than what *state*
+    already reflects (``at < state.last_at``) still counts (its entry and its date
+    happened), but cannot move presence: an exit at 20:00 uploaded late must not put
+    outside a holder who came back in at 20:05, nor an entry at 20:00 put inside one who
+    left at 20:05. *direction* must already be resolved."""
+    _reason, _direction, after = step(state, mode, direction, date, event, day, limits, at)
+    if after is state or at >= state.last_at:
+        return after
+    if after.entries == state.entries and after.admitted == state.admitted:
+        return state
+    return ScanState(state.inside, after.entries, after.admitted, state.last_at)

@@ -259,3 +259,41 @@ async def test_scanning_online_makes_no_barrier_and_a_kill_counts_nothing_twice(
         seen = await site.ticket(ticket["id"])
         assert seen["entry_count"] == 1 and seen["scans"] == 1, seen
         assert (await site.http.scan(edge, ticket["code"]))["reason"] == "already_used"
+
+
+async def test_a_late_exit_from_another_node_does_not_put_a_holder_back_outside(
+    site: Site,
+) -> None:
+    """Both nodes cut off: the holder goes in and out at B, then in again at A. When the
+    core is back, A hears of B's exit, which is older than A's own entry: the holder is
+    still inside at A, so the same ticket cannot let a second person in there."""
+    a = await site.add_edge("n1")
+    b = await site.add_edge("n2")
+    for edge in (a, b):
+        await site.http.ok("PUT", edge.url + "/api/v1/gates/door", {"mode": "entry_exit"})
+    order = await sell(site.http, site.core, site.event)
+    code = order["tickets"][0]["code"]
+
+    async def scan(edge: Proc, direction: str) -> str:
+        site.http.seq += 1
+        answer = await site.http.ok("POST", edge.url + "/api/v1/scans", {
+            "scan_id": f"{edge.name}-{site.http.seq}", "code": code, "gate": "door",
+            "direction": direction})
+        return str(answer["reason"])
+
+    site.core.kill(signal.SIGKILL)
+    assert await scan(b, "entry") == "ok"
+    assert await scan(b, "exit") == "exit_ok"
+    await asyncio.sleep(0.05)  # A's entry is later than B's exit, on any clock
+    assert await scan(a, "entry") == "ok"
+    site.core.start()
+    await site.core.wait_ready(site.http.session)
+    await eventually(lambda: site.synced(a), within_s=15)
+    await eventually(lambda: site.synced(b), within_s=15)
+    seen = await site.ticket(order["tickets"][0]["id"])
+    assert seen["scans"] == 3
+    # A applied B's entry and exit (older than its own entry) and B applied A's entry
+    # (newer than its exit): the holder is inside at both.
+    assert await scan(a, "entry") == "already_inside"
+    assert await scan(b, "entry") == "already_inside"
+    assert await scan(a, "exit") == "exit_ok"

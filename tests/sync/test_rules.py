@@ -1,4 +1,5 @@
-"""sync.rules.step: the mode rules and pass limits, shared by edge and core."""
+"""sync.rules.step: the mode rules and pass limits, shared by edge and core; merge: another
+node's scan, which may come late."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sync.rules import (
     Mode,
     Reason,
     ScanState,
+    merge,
     resolve_direction,
     step,
 )
@@ -132,3 +134,40 @@ def test_entry_exit_per_date_alternation(scans):
             assert after == s
         s = after
     assert s.entries == oks
+
+
+modes = st.sampled_from(list(Mode))
+states = st.builds(
+    ScanState,
+    st.sampled_from([0, 1, 2]),
+    st.integers(0, 5),
+    st.sampled_from([(), ((1, 10, 700),), ((1, 10, 700), (2, 10, 701))]),
+    st.floats(0, 100),
+)
+
+
+@given(states, modes, st.sampled_from([E, X]), st.sampled_from([1, 2]), st.floats(0, 200))
+def test_merge_is_step_in_time_order_and_never_moves_presence_back(state, mode, direction,
+                                                                   date, at):
+    _reason, _dir, stepped = step(state, mode, direction, date, 10, 700, NO_LIMITS, at)
+    merged = merge(state, mode, direction, date, 10, 700, NO_LIMITS, at)
+    if at >= state.last_at:
+        assert merged == stepped
+    else:
+        # Older than what the state saw: counted as step counts it, presence and time
+        # stay; and nothing changed is the state itself (the follower skips it).
+        assert (merged.inside, merged.last_at) == (state.inside, state.last_at)
+        assert (merged.entries, merged.admitted) == (stepped.entries, stepped.admitted)
+        assert (merged is state) == (merged == state)
+
+
+def test_a_late_exit_counts_for_nothing_and_a_late_entry_counts_but_stays_out():
+    inside_since_5 = ScanState(1, 2, ((1, 10, 700),), 5.0)
+    assert merge(inside_since_5, Mode.ENTRY_EXIT, X, 1, 10, 700, NO_LIMITS, 4.0) is inside_since_5
+    assert merge(inside_since_5, Mode.ENTRY_EXIT, X, 1, 10, 700, NO_LIMITS, 6.0) == ScanState(
+        0, 2, ((1, 10, 700),), 6.0)
+    out_since_5 = ScanState(0, 2, ((1, 10, 700),), 5.0)
+    assert merge(out_since_5, Mode.ENTRY_EXIT, E, 1, 10, 700, NO_LIMITS, 4.0) == ScanState(
+        0, 3, ((1, 10, 700),), 5.0)
+    assert merge(out_since_5, Mode.ENTRY_EXIT, E, 2, 10, 701, NO_LIMITS, 4.0) == ScanState(
+        0, 3, ((1, 10, 700), (2, 10, 701)), 5.0)
