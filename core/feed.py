@@ -12,6 +12,7 @@ the last one per record in a batch; every scan is its own change.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -195,14 +196,16 @@ def load_changes(tx: Tx, venue: int, after: int, limit: int = MAX_CHANGES_PER_BA
         return ChangeBatch(
             head, [Resync(head, "cursor ahead of the core; take a snapshot")], head=head
         )
+    after_tag = change_tag(tx, venue, after)
     rows = tx.all(
-        "SELECT seq, kind, ref, scan_id FROM changes WHERE venue_id = ? AND seq > ?"
+        "SELECT seq, kind, ref, at, scan_id FROM changes WHERE venue_id = ? AND seq > ?"
         " ORDER BY seq LIMIT ?",
         (venue, after, limit),
     )
     if not rows:
-        return ChangeBatch(after, head=head)
+        return ChangeBatch(after, head=head, tag=after_tag, after_tag=after_tag)
     last = int(rows[-1]["seq"])
+    tag = _tag(venue, rows[-1])
     # Keep only the last change per record (and per catalogue): earlier ones are stale.
     # Scans are never stale: each one is kept, under its own sequence number.
     latest: dict[tuple[str, int], int] = {}
@@ -231,7 +234,7 @@ def load_changes(tx: Tx, venue: int, after: int, limit: int = MAX_CHANGES_PER_BA
                 changes.append(ScanAdmitted(seq, admitted[0], admitted[1]))
         elif ref in found:
             changes.append(RecordChanged(seq, found[ref]))
-    return ChangeBatch(last, changes, more=last < head, head=head)
+    return ChangeBatch(last, changes, more=last < head, head=head, tag=tag, after_tag=after_tag)
 
 
 def load_admissions(
@@ -303,6 +306,25 @@ def _append(tx: Tx, venue: int, kind: str, ref: int, scan_id: str | None = None)
         (venue, seq, kind, ref, time.time(), scan_id),
     )
     return seq
+
+
+def change_tag(tx: Tx, venue: int, seq: int) -> str:
+    """The tag of change *seq* (``sync.wire``: which history a cursor is in); "" for 0."""
+    if not seq:
+        return ""
+    row = tx.one(
+        "SELECT seq, kind, ref, at, scan_id FROM changes WHERE venue_id = ? AND seq = ?",
+        (venue, seq),
+    )
+    return _tag(venue, row) if row is not None else ""
+
+
+def _tag(venue: int, row: Any) -> str:
+    """A digest of what a change was and when (``at`` to the microsecond and beyond):
+    the same row of a backup gives the same tag, a change made after a restore under
+    the same seq another one."""
+    what = f"{venue}|{row['seq']}|{row['kind']}|{row['ref']}|{float(row['at'])!r}|{row['scan_id']}"
+    return hashlib.blake2b(what.encode(), digest_size=8).hexdigest()
 
 
 def changed_at(tx: Tx, venue: int, seq: int) -> float:

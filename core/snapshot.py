@@ -51,6 +51,7 @@ class SnapshotStream:
                 venue=venue,
                 cursor=cursor,
                 created_at=feed.changed_at(tx, venue_id, cursor),
+                tag=feed.change_tag(tx, venue_id, cursor),
                 records=int(
                     tx.scalar("SELECT COUNT(*) FROM tickets WHERE venue_id = ?", (venue_id,))
                 ),

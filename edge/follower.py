@@ -33,7 +33,7 @@ import msgspec
 
 from edge.decision import limits_of
 from edge.importer import ImportReport, import_into
-from edge.index import REPLAY_KEY, U64, encoder, record_decoder, u64
+from edge.index import CURSOR_TAG_KEY, REPLAY_KEY, U64, encoder, record_decoder, u64
 from edge.scan import QUICK_CANCEL_BEFORE, ScanService
 from edge.scanlog import CommitFailed, GroupCommitter, LogEntry, log_decoder
 from sync.client import (
@@ -102,6 +102,7 @@ class ReplayPending(msgspec.Struct, frozen=True, array_like=True):
 
 
 _replay_decoder: Final = msgspec.msgpack.Decoder(ReplayPending)
+_tag_decoder: Final = msgspec.msgpack.Decoder(tuple[int, str])
 
 
 class Follower:
@@ -124,6 +125,8 @@ class Follower:
         self._outbox = asyncio.Lock()
         """Held from reading the outbox to storing the upload cursor, and by an import
         that resets that cursor: an upload in flight cannot store a cursor over it."""
+        self._tag: tuple[int, str] | None = None
+        """The feed cursor and its change's tag (``sync.wire``), once read or moved."""
         self._tasks: list[asyncio.Task[None]] = []
         self.committer.after_commit.append(self._wake_upload.set)
         self.verify = _verifier(lambda: self.service.keyring)
@@ -186,8 +189,9 @@ class Follower:
 
     # -- following -------------------------------------------------------------------
 
-    async def bootstrap(self, data: Path) -> None:
-        """Download the venue snapshot, check it, and import it (empty index, or resync).
+    async def bootstrap(self, data: Path, *, diverged: bool = False) -> None:
+        """Download the venue snapshot, check it, and import it (empty index, or resync;
+        *diverged*: the core's history is not the one this node followed).
 
         The core signs the snapshot's SHA-256; the node checks that signature with the
         public keys it already has. A node that never had any trusts the keys the
@@ -216,20 +220,23 @@ class Follower:
         # The import is one write transaction of the single writer: scans queue
         # behind it, as they must, since the index is being replaced. The snapshot has
         # records but no scan state: the same transaction notes which admissions to
-        # replay (all of them for a node with no state; other nodes' ones since the old
-        # cursor for a resync), so a crash before the replay ends resumes it.
+        # replay, so a crash before the replay ends resumes it. All of them: a node with
+        # no state needs its own too; a node that resyncs, the other nodes' ones, from
+        # the start, since the core asks for a resync only once it lost the history the
+        # node followed (restored from a backup), and where that history forked is not
+        # known. Those the node applied before count again (``sync.rules.merge``: an
+        # entry of a multi-entry ticket is counted twice; presence and single use hold).
         reports: list[ImportReport] = []
         fresh = (self.index.counts()["state"] == 0 and not self.service.pending_state
                  and not self.service.unapplied_state)
-        replay_raw = encoder.encode(
-            ReplayPending(0 if fresh else self.service.cursor(), cursor, fresh)
-        )
-        # A snapshot behind this node's cursor: the core lost history (restored from a
-        # backup), and with it scans this node uploaded. Send the whole outbox again:
-        # the core keeps one per scan_id, and a ticket admitted twice meanwhile is then
-        # reported as a conflict. (Entries the retention deleted are gone for good.)
+        replay_raw = encoder.encode(ReplayPending(0, cursor, fresh))
+        # The core lost history (a snapshot behind this node's cursor, or the same
+        # cursor in another history), and with it scans this node uploaded. Send the
+        # whole outbox again: the core keeps one per scan_id, and a ticket admitted
+        # twice meanwhile is then reported as a conflict. (Entries the retention
+        # deleted are gone for good.)
         was = self.service.cursor()
-        resend = cursor < was
+        resend = cursor < was or diverged
 
         def op(txn: Any, _committer: GroupCommitter) -> None:
             reports.clear()
@@ -247,9 +254,10 @@ class Follower:
         finally:
             self.service.importing -= 1
         if resend:
-            log.warning("the core is behind this node (cursor %d, was %d): the scan log "
-                        "goes up again", cursor, was)
+            log.warning("the core lost history this node followed (cursor %d, was %d): "
+                        "the scan log goes up again", cursor, was)
         self.service.cursor_ahead = 0  # the snapshot's cursor is the one from now on
+        self._tag = None  # the snapshot's, as the import stored it
         self.head = None  # a core restored from a backup is behind the head seen before
         report = reports[0]
         dest.unlink(missing_ok=True)
@@ -342,7 +350,13 @@ class Follower:
                 # The first poll does not wait: the node learns the head (and shows
                 # itself connected) at once, then long-polls.
                 wait = LONG_POLL_S if self.down.connected else 0.0
-                batch = await self.client.changes(self.service.cursor(), wait, self.verify)
+                asked = self.service.cursor()
+                batch = await self.client.changes(asked, wait, self.verify)
+                if self._diverged(asked, batch):
+                    log.warning("the core's change %d is not the one this node applied "
+                                "(restored from a backup?): resync", asked)
+                    await self.bootstrap(data, diverged=True)
+                    continue
                 await self.apply(batch)
             except CoreRefused as exc:
                 self.down.failed(time.time(), str(exc))
@@ -369,6 +383,21 @@ class Follower:
                 if not batch.more:
                     self.caught_up_at = now
 
+    def cursor_tag(self) -> tuple[int, str]:
+        """The feed cursor as last stored or moved, and its change's tag ("": unknown)."""
+        if self._tag is None:
+            raw = self.index.get_meta(CURSOR_TAG_KEY.decode())
+            self._tag = _tag_decoder.decode(raw) if raw else (0, "")
+        return self._tag
+
+    def _diverged(self, asked: int, batch: ChangeBatch) -> bool:
+        """The core's change *asked* is another one than the change this node's cursor
+        stands at: the core lost the history the node followed and made new changes
+        under the same numbers (a restore from a backup, then writes past the node's
+        cursor). Unknown on either side (an older core or node): not diverged."""
+        cursor, tag = self.cursor_tag()
+        return bool(cursor == asked and tag and batch.after_tag and batch.after_tag != tag)
+
     async def apply(self, batch: ChangeBatch) -> None:
         """Write a batch of changes and its cursor in one transaction."""
         if any(isinstance(c, Resync) for c in batch.changes):
@@ -386,10 +415,11 @@ class Follower:
             elif isinstance(change, ScanAdmitted) and change.node != self.node_id:
                 admitted.append(change)
         if not records and catalog is None and not admitted:
-            self._skip_to(batch.cursor)
+            self._skip_to(batch.cursor, batch.tag)
             self.applied_changes += len(batch.changes)
             return
         cursor_raw = encoder.encode(batch.cursor)
+        tag_raw = encoder.encode((batch.cursor, batch.tag))
         catalog_raw = encoder.encode(catalog) if catalog is not None else None
         record_rows = [(r, encoder.encode(r)) for r in records.values()]
         index = self.index
@@ -411,6 +441,7 @@ class Follower:
             if catalog_raw is not None:
                 txn.put(b"catalog", catalog_raw, db=index.meta)
             txn.put(b"cursor", cursor_raw, db=index.meta)
+            txn.put(CURSOR_TAG_KEY, tag_raw, db=index.meta)
 
         # Until the commit, scans and quick cancels decide on these versions, as the
         # writer will have stored them by the time their own writes land.
@@ -419,11 +450,12 @@ class Follower:
             await self._commit_admissions(admitted, records, catalog, write)
         finally:
             self.service.release_records(records)
+        self._tag = (batch.cursor, batch.tag)
         if catalog is not None:
             self.service.reload()
         self.applied_changes += len(batch.changes)
 
-    def _skip_to(self, cursor: int) -> None:
+    def _skip_to(self, cursor: int, tag: str) -> None:
         """A batch with nothing for the index (this node's own admissions coming back,
         while it scans and uploads): the index is consistent with *cursor* as it is.
         The next poll asks from there at once (``ScanService.cursor_ahead``); the
@@ -433,18 +465,21 @@ class Follower:
         if cursor <= self.service.cursor():
             return
         self.service.cursor_ahead = cursor
+        self._tag = (cursor, tag)
         # Stored before any write submitted after it (a later batch's cursor, a
         # resync's): the applier runs deferred writes first in a barrier's transaction.
-        self.committer.submit_deferred(
-            self._put_meta(b"cursor", encoder.encode(cursor))
-        ).add_done_callback(_log_failure)
+        self.committer.submit_deferred(self._put_meta(
+            (b"cursor", encoder.encode(cursor)),
+            (CURSOR_TAG_KEY, encoder.encode((cursor, tag))),
+        )).add_done_callback(_log_failure)
 
-    def _put_meta(self, key: bytes, raw: bytes) -> Callable[[Any, GroupCommitter], None]:
-        """A write of one ``meta`` key (a sync cursor)."""
+    def _put_meta(self, *items: tuple[bytes, bytes]) -> Callable[[Any, GroupCommitter], None]:
+        """A write of ``meta`` keys (a sync cursor, with its tag)."""
         index = self.index
 
         def op(txn: Any, _committer: GroupCommitter) -> None:
-            txn.put(key, raw, db=index.meta)
+            for key, raw in items:
+                txn.put(key, raw, db=index.meta)
 
         return op
 
@@ -571,7 +606,7 @@ class Follower:
         # Not a barrier: the cursor commutes with scans. A crash before it is stored
         # sends those scans again, and the core keeps one per scan_id.
         await self.committer.submit_deferred(
-            self._put_meta(b"upload_cursor", encoder.encode(seq)))
+            self._put_meta((b"upload_cursor", encoder.encode(seq))))
 
     async def _upload(self) -> None:
         backoff = Backoff()

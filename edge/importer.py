@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import lmdb
 
-from edge.index import U64, Index, encoder
+from edge.index import CURSOR_TAG_KEY, U64, Index, encoder
 from sync.codes import code_digest
 from sync.snapshot import SnapshotReader
 
@@ -84,6 +84,7 @@ def import_into(txn: Any, index: Index, source: IO[bytes]) -> ImportReport:
     del codes
     txn.put(b"catalog", encode(reader.catalog), db=index.meta)
     txn.put(b"cursor", encode(reader.header.cursor), db=index.meta)
+    txn.put(CURSOR_TAG_KEY, encode((reader.header.cursor, reader.header.tag)), db=index.meta)
     txn.put(b"venue", encode(reader.header.venue), db=index.meta)
     return ImportReport(reader.count, 0.0, reader.header.cursor, reader.header.venue)
 

@@ -51,6 +51,9 @@ DB_NAMES: Final = ("records", "codes", "media", "state", "scanlog", "answers", "
 REPLAY_KEY: Final = b"replay"
 """Meta key present from a snapshot import until the admissions the snapshot lacks are
 loaded (``edge.follower.Follower.replay_pending``): the scan state is incomplete."""
+CURSOR_TAG_KEY: Final = b"cursor_tag"
+"""Meta key: ``[cursor, tag]``, the tag of the change the feed cursor stood at when it
+was stored (``sync.wire``: which history the cursor is in)."""
 SEARCH_CHUNK: Final = 4096
 """Records examined per read transaction by ``search_chunk``."""
 

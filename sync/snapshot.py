@@ -131,6 +131,8 @@ class Header(msgspec.Struct, frozen=True, tag="header"):
     """Change-feed position this snapshot is consistent with."""
     created_at: float = 0.0
     records: int = 0
+    tag: str = ""
+    """The tag of change ``cursor`` (``sync.wire``): which history the snapshot is of."""
 
 
 class Records(msgspec.Struct, frozen=True, tag="records"):

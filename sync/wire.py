@@ -27,6 +27,14 @@ Apply changes in order, then store ``cursor``. ``more`` says another batch is re
 ``head`` is the venue's latest sequence when the batch was read (``head - cursor`` is how
 far behind the node is).
 
+A sequence number alone does not name a change: a core restored from a backup numbers
+its new changes from the backup's head again, and once it is past a node's cursor that
+cursor means another history. Each change has a ``tag``, a digest of what it was and
+when; a batch carries the tag of its ``cursor`` and of the request's ``after`` (the
+snapshot header, of its cursor). A node keeps the tag of its cursor: when the core's
+``after_tag`` differs, the history it followed is gone, and it resyncs (see
+``edge.follower``).
+
 Every answer of these routes is signed (header ``X-Gatekeeper-Signature``; see
 ``sync.codes.verify_feed`` and its domains); the snapshot is checked by its signed digest.
 
@@ -115,6 +123,10 @@ class ChangeBatch(msgspec.Struct, frozen=True):
     more: bool = False
     head: int = 0
     """The venue's latest sequence number when the batch was read (0: not told)."""
+    tag: str = ""
+    """The tag of change ``cursor`` (see below; "": cursor 0, or not told)."""
+    after_tag: str = ""
+    """The tag of change ``after`` as this core has it ("": after 0, or not told)."""
 
 
 class ScanUpload(msgspec.Struct, frozen=True):

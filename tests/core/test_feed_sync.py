@@ -132,6 +132,28 @@ async def test_accepted_new_scans_enter_the_feed_in_order(core, event):
     assert ahead.head == seqs[-1] and type(ahead.changes[0]).__name__ == "Resync"
 
 
+async def test_every_cursor_has_one_tag_in_batches_and_the_snapshot(core, event):
+    """A batch's ``tag`` names its cursor's change; asking after that cursor gives it
+    back as ``after_tag``, and the snapshot at that cursor carries it too. Every change
+    has its own."""
+    await sold(core, event, 2)
+    _raw, _sig, first = await changes(core)
+    assert first.after_tag == "" and first.tag
+    tags = set()
+    for cursor in range(1, first.cursor + 1):
+        _raw, _sig, batch = await changes(core, cursor)
+        tags.add(batch.after_tag)
+        if cursor == first.cursor:
+            assert batch.after_tag == batch.tag == first.tag and not batch.changes
+    assert len(tags) == first.cursor and "" not in tags
+    _raw, _sig, middle = await changes(core, 1)
+    assert middle.tag == first.tag  # same last change, asked from elsewhere
+    async with core.session.get(f"{core.url}/api/v1/venues/{VENUE}/snapshot",
+                                headers=ADMIN) as r:
+        header = SnapshotReader(io.BytesIO(await r.read())).header
+    assert (header.cursor, header.tag) == (first.cursor, first.tag)
+
+
 async def _order_of(core, ticket):
     return (await core.ok("GET", f"/api/v1/tickets/{ticket}"))["order"]
 

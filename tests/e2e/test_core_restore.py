@@ -59,6 +59,54 @@ async def test_a_node_sends_its_scans_again_to_a_core_restored_from_a_backup(
     assert seen["scans"] == 2 and seen["entry_count"] == 1 and not seen["conflicts"]
 
 
+async def test_a_node_the_restored_core_has_overtaken_resyncs(site: Site) -> None:
+    """The node is away while the core is restored and makes new changes past the
+    node's cursor: the same numbers now name other changes. The node must notice (the
+    tags of its cursor's change differ), take a snapshot, replay, and send its log
+    again; else it skips the changes under its old cursor (here a cancellation) and
+    the core never gets back the scan it lost."""
+    http, core = site.http, site.core
+    first = await sell(http, core, site.event, quantity=2)
+    used, cancelled = first["tickets"]
+    n1 = await site.add_edge("n1")
+    await eventually(lambda: site.synced(n1), 10)
+    core.stop()
+    backup = site.tmp / "core-backup"
+    shutil.copytree(site.tmp / "core", backup)
+    core.start()
+    await core.wait_ready(http.session)
+    assert (await http.scan(n1, used["code"]))["reason"] == "ok"
+    await eventually(lambda: site.synced(n1), 10)
+    was = (await site.status(n1))["sync"]["cursor"]
+    n1.stop()
+    core.stop()
+    shutil.rmtree(site.tmp / "core")
+    shutil.copytree(backup, site.tmp / "core")
+    core.start()
+    await core.wait_ready(http.session)
+    # New history on the restored core, past n1's cursor: the cancellation comes first.
+    await http.ok("POST", f"{core.url}/api/v1/orders/{first['number']}/cancel",
+                  {"tickets": [cancelled["id"]]})
+    for _ in range(3):
+        await sell(http, core, site.event)
+    n2 = await site.add_edge("n2")
+    await eventually(lambda: site.synced(n2), 10)
+    assert (await site.status(n2))["sync"]["cursor"] > was  # n1's number, another change
+    n1.start()
+    await n1.wait_ready(http.session)
+    await eventually(lambda: site.synced(n1), 15)
+
+    async def refused() -> bool:
+        return bool((await http.scan(n1, cancelled["code"]))["reason"] == "cancelled")
+
+    await eventually(refused, 10)
+    assert (await http.scan(n1, used["code"]))["reason"] == "already_used"
+    await eventually(lambda: site.synced(n1), 10)
+    # The admission the restore lost came back, once, with the refusal after it.
+    seen = await site.ticket(used["id"])
+    assert seen["scans"] == 2 and seen["entry_count"] == 1 and not seen["conflicts"], seen
+
+
 async def test_an_upload_in_flight_cannot_store_its_cursor_over_the_reset(
     tmp_path: Path, site: Site
 ) -> None:
