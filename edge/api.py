@@ -600,7 +600,8 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_post("/api/v1/scans", guarded(post_scan))
     r.add_post("/api/v1/scans/batch", guarded(post_batch))
-    r.add_get("/api/v1/ws", guarded(websocket))
+    # GET only: a HEAD with upgrade headers was answered 101 and switched protocols.
+    r.add_get("/api/v1/ws", guarded(websocket), allow_head=False)
     r.add_put("/api/v1/gates/{gate}", guarded(put_gate))
     r.add_get("/api/v1/gates", guarded(get_gates))
     r.add_post("/api/v1/quick-cancel", guarded(post_quick_cancel))

@@ -813,7 +813,7 @@ async def test_protocol_garbage_is_refused_and_the_node_keeps_serving(node: Edge
         ("PATCH", "/api/v1/gates/main", "PUT"),
         ("GET", "/api/v1/gates/main", "PUT"),
         ("PUT", "/api/v1/gates", "GET, HEAD"),
-        ("DELETE", "/api/v1/ws", "GET, HEAD"),
+        ("DELETE", "/api/v1/ws", "GET"),
         ("POST", "/metrics", "GET, HEAD"),
         ("PUT", "/api/v1/search", "GET, HEAD"),
     ],
@@ -959,6 +959,18 @@ async def test_ws_without_upgrade_is_a_json_400(node: EdgeNode) -> None:
                          b"Connection: close\r\n\r\n")
     status, headers, body = split_response(out)
     assert_error(status, headers.get("content-type", ""), body, 400)
+
+
+async def test_ws_head_with_upgrade_headers_does_not_switch_protocols(node: EdgeNode) -> None:
+    """Was: 101, and the connection went over to WebSocket frames after a HEAD."""
+    out = await raw_http(node, b"HEAD /api/v1/ws HTTP/1.1\r\nHost: x\r\n" + AUTH
+                         + b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Version: 13\r\n"
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         b"Connection: close\r\n\r\n")
+    status, headers, _body = split_response(out)
+    assert status == 405 and headers.get("allow") == "GET", out[:300]
+    await assert_serving(node)
 
 
 async def test_ws_messages_after_close_are_not_decided(node: EdgeNode) -> None:
