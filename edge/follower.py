@@ -15,9 +15,10 @@ Two named tasks share one ``CoreClient``:
   backoff; it is woken by every commit, so scans reach the core within milliseconds.
 
 Other nodes' admissions (``ScanAdmitted``) are applied to local scan state with
-``sync.rules.merge`` (the decision's ``step``, except that a scan older than what the
-state saw since counts but cannot move presence), reserved in the scan service's pending overlay
-exactly like a local scan, so a concurrent local scan sees them.
+``sync.rules.merge`` (the decision's ``step``, except that a scan clearly older, by its
+node's clock, than what the state saw counts but cannot move presence), reserved in
+the scan service's pending overlay exactly like a local scan, so a concurrent local scan
+sees them.
 """
 
 from __future__ import annotations
@@ -189,9 +190,9 @@ class Follower:
 
     # -- following -------------------------------------------------------------------
 
-    async def bootstrap(self, data: Path, *, diverged: bool = False) -> None:
+    async def bootstrap(self, data: Path, *, lost: bool = False) -> None:
         """Download the venue snapshot, check it, and import it (empty index, or resync;
-        *diverged*: the core's history is not the one this node followed).
+        *lost*: the core lost history this node followed, see ``_resync``).
 
         The core signs the snapshot's SHA-256; the node checks that signature with the
         public keys it already has. A node that never had any trusts the keys the
@@ -236,7 +237,7 @@ class Follower:
         # twice meanwhile is then reported as a conflict. (Entries the retention
         # deleted are gone for good.)
         was = self.service.cursor()
-        resend = cursor < was or diverged
+        resend = cursor < was or lost
 
         def op(txn: Any, _committer: GroupCommitter) -> None:
             reports.clear()
@@ -276,6 +277,12 @@ class Follower:
         replayed = 0
         while after < pending.upto:
             batch = await self.client.admissions(after, pending.upto, self.verify)
+            if 0 < batch.head < pending.upto:
+                # The core is behind the snapshot this replay is for: restored from a
+                # backup meanwhile. It can never answer up to there: resync instead.
+                await self._resync(f"the core's head {batch.head} is behind the replay's "
+                                   f"end {pending.upto}")
+                return
             admitted = [
                 c for c in batch.changes
                 if isinstance(c, ScanAdmitted) and (pending.own or c.node != self.node_id)
@@ -353,10 +360,10 @@ class Follower:
                 asked = self.service.cursor()
                 batch = await self.client.changes(asked, wait, self.verify)
                 if self._diverged(asked, batch):
-                    log.warning("the core's change %d is not the one this node applied "
-                                "(restored from a backup?): resync", asked)
-                    await self.bootstrap(data, diverged=True)
+                    await self._resync(f"the core's change {asked} is not the one this "
+                                       "node applied")
                     continue
+                self._adopt_tag(asked, batch)
                 await self.apply(batch)
             except CoreRefused as exc:
                 self.down.failed(time.time(), str(exc))
@@ -390,6 +397,25 @@ class Follower:
             self._tag = _tag_decoder.decode(raw) if raw else (0, "")
         return self._tag
 
+    async def _resync(self, why: str) -> None:
+        """Take a snapshot again: the core lost history this node followed (restored
+        from a backup). It asks with a ``Resync`` when the node's cursor is ahead of
+        it; the node notices by itself when the core's new changes have passed that
+        cursor (``_diverged``) or the end of a replay. Either way the scans the core
+        lost go up again (``bootstrap``)."""
+        log.warning("%s (a core restored from a backup?): resync", why)
+        await self.bootstrap(self.index.path, lost=True)
+
+    def _adopt_tag(self, asked: int, batch: ChangeBatch) -> None:
+        """A cursor stored without its tag (by a version before tags, or an import of
+        a snapshot without one) takes the core's, so the next restore is noticed."""
+        if self.cursor_tag()[1] or not batch.after_tag or asked == 0:
+            return
+        self._tag = (asked, batch.after_tag)
+        self.committer.submit_deferred(self._put_meta(
+            (CURSOR_TAG_KEY, encoder.encode(self._tag)),
+        )).add_done_callback(_log_failure)
+
     def _diverged(self, asked: int, batch: ChangeBatch) -> bool:
         """The core's change *asked* is another one than the change this node's cursor
         stands at: the core lost the history the node followed and made new changes
@@ -401,8 +427,9 @@ class Follower:
     async def apply(self, batch: ChangeBatch) -> None:
         """Write a batch of changes and its cursor in one transaction."""
         if any(isinstance(c, Resync) for c in batch.changes):
-            log.warning("core asks for a resync at cursor %d", self.service.cursor())
-            await self.bootstrap(self.index.path)
+            # Even when the core's head passes this node's cursor again before the
+            # snapshot is taken (the other nodes resending their logs): lost history.
+            await self._resync(f"the core asks for a resync at cursor {self.service.cursor()}")
             return
         records: dict[int, Record] = {}
         catalog: Catalog | None = None
@@ -516,7 +543,7 @@ class Follower:
                 new_state = merge(
                     state, Mode(item.mode), direction, date.id, date.event,
                     date.day or self.service.dates.get(date.id, date).day, limits,
-                    item.scanned_at,
+                    item.logged_at,
                 )
                 if new_state is state:
                     # Refused here too (the two nodes disagree; the core reports the

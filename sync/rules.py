@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 import msgspec
 
@@ -87,6 +88,8 @@ class ScanState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     admitted: tuple[tuple[int, int, int], ...] = ()
     """Distinct (date, event, day) the holder was admitted on, oldest first."""
     last_at: float = 0.0
+    """The latest time an admitted scan had (it never goes back: an offline scan older
+    than the last one leaves it): what ``merge`` judges other nodes' scans by."""
 
 
 EMPTY_STATE = ScanState()
@@ -124,7 +127,7 @@ def step(
         return (
             Reason.EXIT_OK,
             direction,
-            ScanState(0, state.entries, state.admitted, at),
+            ScanState(0, state.entries, state.admitted, max(at, state.last_at)),
         )
     admitted = state.admitted
     seen = False
@@ -144,7 +147,11 @@ def step(
                 return refused, direction, state
         admitted = (*admitted, (date, event, day))
     inside = date if mode == Mode.ENTRY_EXIT else 0
-    return Reason.OK, direction, ScanState(inside, state.entries + 1, admitted, at)
+    return (
+        Reason.OK,
+        direction,
+        ScanState(inside, state.entries + 1, admitted, max(at, state.last_at)),
+    )
 
 
 def _limit(
@@ -162,6 +169,12 @@ def _limit(
     return None
 
 
+MERGE_SKEW_S: Final = 30.0
+"""How much older than what a state saw another node's scan must be before ``merge``
+judges it by time: closer than that, two nodes' clocks cannot be trusted to order them,
+and the scan applies in the order it came, as a local one."""
+
+
 def merge(
     state: ScanState,
     mode: Mode,
@@ -172,17 +185,19 @@ def merge(
     limits: Limits,
     at: float,
 ) -> ScanState:
-    """*state* after another node's admitted scan at *at* (the change feed), or *state*
-    itself when the scan changes nothing here.
+    """*state* after another node's admitted scan (the change feed), or *state* itself
+    when the scan changes nothing here. *at* is when that node logged it, on its clock
+    (never a handheld's: ``ScanItem.logged_at``). *direction* must already be resolved.
 
-    Scans from other nodes come late: a node that was offline uploads an hour of them,
-    a core restored from a backup gets them all again. One older than what *state*
-    already reflects (``at < state.last_at``) still counts (its entry and its date
-    happened), but cannot move presence: an exit at 20:00 uploaded late must not put
-    outside a holder who came back in at 20:05, nor an entry at 20:00 put inside one who
-    left at 20:05. *direction* must already be resolved."""
+    Scans from other nodes come late: a node that was cut off uploads an hour of them,
+    a core restored from a backup gets them all again. One more than ``MERGE_SKEW_S``
+    older than what *state* already reflects (``state.last_at``) counts as ``step``
+    counts it (an entry it admits, its date), but cannot move presence: an exit at 20:00
+    uploaded late must not put outside a holder who came back in at 20:05, nor an entry
+    at 20:00 put inside one who left at 20:05. An entry ``step`` refuses (already inside
+    for that date) changes nothing either way."""
     _reason, _direction, after = step(state, mode, direction, date, event, day, limits, at)
-    if after is state or at >= state.last_at:
+    if after is state or at >= state.last_at - MERGE_SKEW_S:
         return after
     if after.entries == state.entries and after.admitted == state.admitted:
         return state

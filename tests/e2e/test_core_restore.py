@@ -7,19 +7,65 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from edge.follower import Follower
-from edge.index import Index, encoder
+from edge.index import CURSOR_TAG_KEY, REPLAY_KEY, Index, encoder
 from edge.model import GateProfile, Mode, ScanRequest
 from edge.scan import ScanService
 from edge.scanlog import GroupCommitter
-from sync.client import CoreClient
-from sync.wire import ScanUpload, UploadResult
+from sync.client import CoreClient, CoreUnavailable
+from sync.wire import Resync, ScanUpload, UploadResult
 from tests.e2e.conftest import Site
 from tests.e2e.procs import VENUE, eventually, sell
 from tests.edge.inprocess import put_meta
+
+
+async def backup(site: Site) -> Path:
+    """A copy of the core's data, taken while it is stopped; the core runs again."""
+    site.core.stop()
+    copy = site.tmp / "core-backup"
+    shutil.copytree(site.tmp / "core", copy)
+    site.core.start()
+    await site.core.wait_ready(site.http.session)
+    return copy
+
+
+async def restore(site: Site, copy: Path) -> None:
+    """The core's disk is lost: it comes back from *copy*."""
+    site.core.stop()
+    shutil.rmtree(site.tmp / "core")
+    shutil.copytree(copy, site.tmp / "core")
+    site.core.start()
+    await site.core.wait_ready(site.http.session)
+
+
+@contextlib.asynccontextmanager
+async def node(site: Site, data: Path) -> AsyncIterator[tuple[Follower, CoreClient]]:
+    """An in-process node following the site's core (not started: the test drives it)."""
+    index = Index(data)
+    committer = GroupCommitter(index, asyncio.get_running_loop())
+    committer.start()
+    try:
+        async with CoreClient(site.core.url, site.node_token, VENUE) as client:
+            service = ScanService(index, committer)
+            yield Follower(service, client, "n1"), client
+    finally:
+        await committer.stop()
+        index.close()
+
+
+async def following(follower: Follower, check: Callable[[], bool], within_s: float) -> None:
+    """Run the follow loop until *check* holds (bounded), then stop it."""
+    task = asyncio.create_task(follower._follow())
+    try:
+        await eventually(check, within_s)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_a_node_sends_its_scans_again_to_a_core_restored_from_a_backup(
@@ -30,20 +76,11 @@ async def test_a_node_sends_its_scans_again_to_a_core_restored_from_a_backup(
     ticket = order["tickets"][0]
     n1 = await site.add_edge("n1")
     await eventually(lambda: site.synced(n1), 10)
-    core.stop()
-    backup = site.tmp / "core-backup"
-    shutil.copytree(site.tmp / "core", backup)
-    core.start()
-    await core.wait_ready(http.session)
+    copy = await backup(site)
     assert (await http.scan(n1, ticket["code"]))["reason"] == "ok"
     await eventually(lambda: site.synced(n1), 10)
     assert (await site.ticket(ticket["id"]))["scans"] == 1
-    # The core's disk is lost; it comes back from the backup, without that scan.
-    core.stop()
-    shutil.rmtree(site.tmp / "core")
-    shutil.copytree(backup, site.tmp / "core")
-    core.start()
-    await core.wait_ready(http.session)
+    await restore(site, copy)  # without that scan
 
     async def scan_back() -> bool:
         return bool((await site.ticket(ticket["id"]))["scans"] == 1)
@@ -70,20 +107,12 @@ async def test_a_node_the_restored_core_has_overtaken_resyncs(site: Site) -> Non
     used, cancelled = first["tickets"]
     n1 = await site.add_edge("n1")
     await eventually(lambda: site.synced(n1), 10)
-    core.stop()
-    backup = site.tmp / "core-backup"
-    shutil.copytree(site.tmp / "core", backup)
-    core.start()
-    await core.wait_ready(http.session)
+    copy = await backup(site)
     assert (await http.scan(n1, used["code"]))["reason"] == "ok"
     await eventually(lambda: site.synced(n1), 10)
     was = (await site.status(n1))["sync"]["cursor"]
     n1.stop()
-    core.stop()
-    shutil.rmtree(site.tmp / "core")
-    shutil.copytree(backup, site.tmp / "core")
-    core.start()
-    await core.wait_ready(http.session)
+    await restore(site, copy)
     # New history on the restored core, past n1's cursor: the cancellation comes first.
     await http.ok("POST", f"{core.url}/api/v1/orders/{first['number']}/cancel",
                   {"tickets": [cancelled["id"]]})
@@ -163,3 +192,84 @@ async def test_an_upload_in_flight_cannot_store_its_cursor_over_the_reset(
                 await uploading
         await committer.stop()
         index.close()
+
+
+async def test_a_resync_sends_the_log_again_even_if_the_head_passed_the_cursor_meanwhile(
+    tmp_path: Path, site: Site
+) -> None:
+    """The core answers ``Resync`` (the node's cursor is ahead of it), then, before the
+    node takes the snapshot, the other nodes' resent logs push its head past that
+    cursor: the snapshot is not behind the node, yet the core lost its scan."""
+    ticket = (await sell(site.http, site.core, site.event))["tickets"][0]
+    async with node(site, tmp_path / "node") as (follower, client):
+        service = follower.service
+        await follower.bootstrap(service.index.path)
+        await service.put_gate("main", GateProfile(Mode.SINGLE))
+        copy = await backup(site)
+        assert (await service.scan(ScanRequest("s1", ticket["code"], "main"))).reason == "ok"
+        await follower.committer.flush()  # in the index's scan log, not only the journal
+        await follower._set_upload_cursor(
+            await follower._send(follower.read_outbox(0, 100)))
+        await follower.apply(await client.changes(service.cursor(), 0.0, follower.verify))
+        assert (await site.ticket(ticket["id"]))["scans"] == 1
+        await restore(site, copy)
+        batch = await client.changes(service.cursor(), 0.0, follower.verify)
+        assert any(isinstance(c, Resync) for c in batch.changes)
+        real = client.download_snapshot
+
+        async def download(dest: Path) -> Any:
+            await sell(site.http, site.core, site.event, quantity=3)
+            return await real(dest)
+
+        client.download_snapshot = download  # type: ignore[method-assign]
+        await follower.apply(batch)
+        assert follower.upload_cursor() == 0  # s1 goes up again
+
+
+async def test_a_replay_the_restored_core_cannot_finish_becomes_a_resync(
+    tmp_path: Path, site: Site
+) -> None:
+    """A replay cut short (the core gone), then the core comes back from a backup
+    whose head is below the replay's end: it can never answer up to there. Was: the
+    node retried the replay forever, never polled, never heard of the Resync, and
+    refused quick cancels for good."""
+    await sell(site.http, site.core, site.event)
+    copy = await backup(site)
+    await sell(site.http, site.core, site.event, quantity=3)
+    async with node(site, tmp_path / "node") as (follower, client):
+        index = follower.index
+        real = client.admissions
+
+        async def gone(*_args: Any, **_kw: Any) -> Any:
+            raise CoreUnavailable("connection refused")
+
+        client.admissions = gone  # type: ignore[method-assign]
+        with contextlib.suppress(CoreUnavailable):
+            await follower.bootstrap(index.path)
+        client.admissions = real  # type: ignore[method-assign]
+        assert index.get_meta(REPLAY_KEY.decode()) is not None
+        await restore(site, copy)
+        await following(follower, lambda: index.get_meta(REPLAY_KEY.decode()) is None
+                        and follower.caught_up_at is not None, 15)
+        head = (await client.changes(0, 0.0, follower.verify)).head
+        assert follower.service.cursor() == head
+
+
+async def test_a_cursor_stored_without_its_tag_takes_the_cores(
+    tmp_path: Path, site: Site
+) -> None:
+    """A node whose cursor was stored by a version before tags learns its tag from its
+    next poll: else a restore that overtakes it would go unnoticed."""
+    await sell(site.http, site.core, site.event)
+    async with node(site, tmp_path / "node") as (follower, _client):
+        index = follower.index
+        await follower.bootstrap(index.path)
+        stored = index.get_meta(CURSOR_TAG_KEY.decode())
+        assert stored is not None
+        await follower.committer.submit(put_meta(CURSOR_TAG_KEY, encoder.encode((0, ""))))
+        follower._tag = None
+
+        def adopted() -> bool:
+            return index.get_meta(CURSOR_TAG_KEY.decode()) == stored
+
+        await following(follower, adopted, 10)
