@@ -230,7 +230,11 @@ class Follower:
         reports: list[ImportReport] = []
         fresh = (self.index.counts()["state"] == 0 and not self.service.pending_state
                  and not self.service.unapplied_state)
-        replay_raw = encoder.encode(ReplayPending(0, cursor, fresh))
+        # A replay of its own admissions too, cut short, is one still: the state holds
+        # only the part replayed, and the node's own admissions may not be in it.
+        unfinished = self.index.get_meta(REPLAY_KEY.decode())
+        own = fresh or (unfinished is not None and _replay_decoder.decode(unfinished).own)
+        replay_raw = encoder.encode(ReplayPending(0, cursor, own))
         # The core lost history (a snapshot behind this node's cursor, or the same
         # cursor in another history), and with it scans this node uploaded. Send the
         # whole outbox again: the core keeps one per scan_id, and a ticket admitted
@@ -265,9 +269,9 @@ class Follower:
         self.service.reload()
         log.info("bootstrapped %d records (%d bytes) at cursor %d in %.2f s",
                  report.records, size, report.cursor, time.monotonic() - started)
-        await self.replay_pending()
+        await self.replay_pending(resync_if_short=False)
 
-    async def replay_pending(self) -> None:
+    async def replay_pending(self, *, resync_if_short: bool = True) -> None:
         """Replay the admissions a snapshot import left to replay (see ``bootstrap``)."""
         raw = self.index.get_meta(REPLAY_KEY.decode())
         if raw is None:
@@ -277,12 +281,6 @@ class Follower:
         replayed = 0
         while after < pending.upto:
             batch = await self.client.admissions(after, pending.upto, self.verify)
-            if 0 < batch.head < pending.upto:
-                # The core is behind the snapshot this replay is for: restored from a
-                # backup meanwhile. It can never answer up to there: resync instead.
-                await self._resync(f"the core's head {batch.head} is behind the replay's "
-                                   f"end {pending.upto}")
-                return
             admitted = [
                 c for c in batch.changes
                 if isinstance(c, ScanAdmitted) and (pending.own or c.node != self.node_id)
@@ -300,8 +298,15 @@ class Follower:
             replayed += len(admitted)
             if not batch.more and after < pending.upto:
                 break
-        if after < pending.upto:  # pragma: no cover - the core answered short; try later
-            raise CoreUnavailable("admissions replay ended early")
+        if after < pending.upto:
+            # The core is behind the snapshot this replay is for (restored from a backup
+            # meanwhile): it can never answer up to there. Resync, once: a core that
+            # answers the new snapshot's replay short too is retried with backoff.
+            if not resync_if_short:
+                raise CoreUnavailable("admissions replay ended early")
+            await self._resync(f"the core answered the replay up to {after}, not up to "
+                               f"{pending.upto}")
+            return
         await self._commit_admissions([], {}, None, self._end_replay)
         log.info("replayed %d admissions up to cursor %d", replayed, pending.upto)
 
@@ -543,7 +548,7 @@ class Follower:
                 new_state = merge(
                     state, Mode(item.mode), direction, date.id, date.event,
                     date.day or self.service.dates.get(date.id, date).day, limits,
-                    item.logged_at,
+                    _merge_time(item),
                 )
                 if new_state is state:
                     # Refused here too (the two nodes disagree; the core reports the
@@ -758,6 +763,13 @@ class Follower:
 
     def _refused(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+def _merge_time(item: ScanItem) -> float:
+    """When another node's scan happened, for ``sync.rules.merge``: when that node
+    logged it, on its clock; for a handheld's offline scan, which reaches its node
+    late, the handheld's time when earlier (never later: a clock ahead)."""
+    return min(item.scanned_at, item.logged_at) if item.offline else item.logged_at
 
 
 def _item(entry: LogEntry) -> ScanItem:

@@ -583,6 +583,10 @@ class ScanService:
                 record.order,
             )
             new_state = decision.new_state
+            if new_state is not None and new_state.last_at > now:
+                # A handheld's clock ahead (an offline scan): the state's time is the
+                # node's, which ``merge`` judges other nodes' scans against.
+                new_state = msgspec.structs.replace(new_state, last_at=max(state.last_at, now))
             entries = (new_state or state).entries
         answer = StoredAnswer(decision.result, decision.reason, decision.direction, ticket, entries)
         entry = LogEntry(

@@ -104,7 +104,8 @@ class ScanItem(msgspec.Struct, frozen=True):
     logged_at: float
     """Node time the scan entered its log."""
     offline: bool = False
-    """Decided while the node could not reach the core."""
+    """Taken by a device while offline and sent to the node later in a batch: then
+    ``scanned_at`` is the device's clock and ``logged_at`` when the batch arrived."""
 
 
 class ScanAdmitted(msgspec.Struct, frozen=True, tag="scan_admitted"):

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from edge.follower import Follower
 from edge.index import CURSOR_TAG_KEY, REPLAY_KEY, Index, encoder
 from edge.model import GateProfile, Mode, ScanRequest
@@ -273,3 +275,31 @@ async def test_a_cursor_stored_without_its_tag_takes_the_cores(
             return index.get_meta(CURSOR_TAG_KEY.decode()) == stored
 
         await following(follower, adopted, 10)
+
+
+async def test_a_resync_keeps_replaying_the_nodes_own_admissions_when_it_had_to(
+    tmp_path: Path, site: Site
+) -> None:
+    """A node that lost its disk bootstraps under its old name: it replays its own
+    admissions too. Cut short after some, its state is no longer empty; a resync then
+    must still replay its own, or a ticket it admitted before could pass again."""
+    await sell(site.http, site.core, site.event)
+    async with node(site, tmp_path / "node") as (follower, client):
+        index, service = follower.index, follower.service
+
+        async def gone(*_args: Any, **_kw: Any) -> Any:
+            raise CoreUnavailable("connection refused")
+
+        client.admissions = gone  # type: ignore[method-assign]
+        with contextlib.suppress(CoreUnavailable):
+            await follower.bootstrap(index.path)
+        # Part of the replay stored: a state exists (as after its first batches).
+        await service.put_gate("main", GateProfile(Mode.SINGLE))
+        ticket = (await sell(site.http, site.core, site.event))["tickets"][0]
+        assert (await service.scan(ScanRequest("s1", ticket["code"], "main"))).reason == "ok"
+        await follower.committer.flush()
+        assert index.counts()["state"] == 1
+        with contextlib.suppress(CoreUnavailable):
+            await follower.bootstrap(index.path, lost=True)
+        raw = index.get_meta(REPLAY_KEY.decode())
+        assert raw is not None and msgspec.msgpack.decode(raw)[2] is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -265,6 +266,60 @@ async def test_scanning_online_makes_no_barrier_and_a_kill_counts_nothing_twice(
         assert (await site.http.scan(edge, ticket["code"]))["reason"] == "already_used"
 
 
+class Door:
+    """Node n1 with an entry_exit gate ``door`` and one ticket; the scans of another
+    node n2 reach it the real way, uploaded to the core and fed back to n1."""
+
+    def __init__(self, site: Site, node: Proc, ticket: dict[str, Any]) -> None:
+        self.site, self.node, self.ticket = site, node, ticket
+
+    async def scan(self, direction: str, scanned_at: float | None = None) -> str:
+        """A scan at n1: online, or in an offline batch taken at *scanned_at*."""
+        http = self.site.http
+        http.seq += 1
+        body = {"scan_id": f"n1-{http.seq}", "code": self.ticket["code"], "gate": "door",
+                "direction": direction}
+        if scanned_at is None:
+            return str((await http.ok("POST", self.node.url + "/api/v1/scans", body))["reason"])
+        answer = await http.ok("POST", self.node.url + "/api/v1/scans/batch",
+                               {"scans": [{**body, "scanned_at": scanned_at}]})
+        return str(answer["results"][0]["reason"])
+
+    def item(self, direction: str, scanned_at: float, logged_at: float | None = None,
+             offline: bool = False) -> ScanItem:
+        """A scan n2 admitted: logged when taken, unless a handheld's batch (*offline*)
+        reached n2 at *logged_at*."""
+        self.site.http.seq += 1
+        return ScanItem(f"n2-{self.site.http.seq}", self.ticket["id"], "accepted",
+                        Reason.OK if direction == "entry" else Reason.EXIT_OK,
+                        Direction(direction), "door", Mode.ENTRY_EXIT,
+                        self.site.event["dates"][0]["id"], scanned_at,
+                        scanned_at if logged_at is None else logged_at, offline)
+
+    async def hear(self, *items: ScanItem) -> None:
+        """Upload *items* as n2's and wait until n1 has applied them."""
+        site = self.site
+        applied = (await site.status(self.node))["sync"]["applied_changes"]
+        async with site.http.session.post(
+            f"{site.core.url}/api/v1/venues/{VENUE}/scans",
+            data=msgspec.json.encode(ScanUpload("n2", list(items))),
+            headers={"Authorization": f"Bearer {site.node_token}",
+                     "Content-Type": "application/json"},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+
+        async def heard() -> bool:
+            status = await site.status(self.node)
+            return bool(status["sync"]["applied_changes"] >= applied + len(items))
+
+        await eventually(heard, within_s=10)
+
+
+async def door(site: Site) -> Door:
+    node = await site.add_edge("n1")
+    await site.http.ok("PUT", node.url + "/api/v1/gates/door", {"mode": "entry_exit"})
+    return Door(site, node, (await sell(site.http, site.core, site.event))["tickets"][0])
+
 
 async def test_a_late_exit_from_another_node_does_not_put_a_holder_back_outside(
     site: Site,
@@ -273,40 +328,41 @@ async def test_a_late_exit_from_another_node_does_not_put_a_holder_back_outside(
     there. At 20:00 they came back in at n1. When n2's log reaches the core, n1 hears of
     that exit, older than its own entry: the holder is still inside at n1, so the same
     ticket cannot let a second person in."""
-    a = await site.add_edge("n1")
-    await site.http.ok("PUT", a.url + "/api/v1/gates/door", {"mode": "entry_exit"})
-    ticket = (await sell(site.http, site.core, site.event))["tickets"][0]
-
-    async def scan(direction: str) -> str:
-        site.http.seq += 1
-        answer = await site.http.ok("POST", a.url + "/api/v1/scans", {
-            "scan_id": f"n1-{site.http.seq}", "code": ticket["code"], "gate": "door",
-            "direction": direction})
-        return str(answer["reason"])
-
-    assert await scan("entry") == "ok"
+    d = await door(site)
+    assert await d.scan("entry") == "ok"
     now = time.time()
+    await d.hear(d.item("entry", now - 600), d.item("exit", now - 300))
+    assert await d.scan("entry") == "already_inside"
+    assert await d.scan("exit") == "exit_ok"
+    await eventually(lambda: site.synced(d.node), within_s=10)
+    assert (await site.ticket(d.ticket["id"]))["scans"] == 5
 
-    def item(scan_id: str, direction: str, reason: str, at: float) -> ScanItem:
-        return ScanItem(scan_id, ticket["id"], "accepted", Reason(reason), Direction(direction),
-                        "door", Mode.ENTRY_EXIT, site.event["dates"][0]["id"], at, at)
 
-    upload = ScanUpload("n2", [item("n2-in", "entry", "ok", now - 600),
-                               item("n2-out", "exit", "exit_ok", now - 300)])
-    async with site.http.session.post(
-        f"{site.core.url}/api/v1/venues/{VENUE}/scans", data=msgspec.json.encode(upload),
-        headers={"Authorization": f"Bearer {site.node_token}",
-                 "Content-Type": "application/json"},
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-    applied = (await site.status(a))["sync"]["applied_changes"]
+async def test_a_handhelds_offline_scan_is_as_old_as_the_handheld_says_never_newer(
+    site: Site,
+) -> None:
+    """A handheld's offline batch reaches n2 late: n2 logged it now, but it happened
+    40 minutes ago, when the holder was not yet at n1: it must not put them inside
+    there now. A handheld whose clock is ahead cannot make a scan newer than when n2
+    logged it either."""
+    d = await door(site)
+    assert await d.scan("entry") == "ok"
+    assert await d.scan("exit") == "exit_ok"
+    now = time.time()
+    await d.hear(d.item("entry", now - 2400, logged_at=now, offline=True))
+    assert await d.scan("entry") == "ok"  # outside, as at n1: the handheld's entry is old
+    await d.hear(d.item("exit", time.time() + 200, logged_at=now - 400, offline=True))
+    assert await d.scan("entry") == "already_inside"  # that exit is from 20 minutes ago
 
-    async def heard() -> bool:
-        return bool((await site.status(a))["sync"]["applied_changes"] >= applied + 2)
 
-    await eventually(heard, within_s=10)
-    assert await scan("entry") == "already_inside"
-    assert await scan("exit") == "exit_ok"
-    await eventually(lambda: site.synced(a), within_s=10)
-    seen = await site.ticket(ticket["id"])
-    assert seen["scans"] == 5, seen
+async def test_a_fast_handheld_at_this_node_does_not_hide_the_other_nodes_scans(
+    site: Site,
+) -> None:
+    """n1's own offline batch from a handheld 200 s ahead: the state's time stays the
+    node's, or n2's entry a moment later would count as older than it, and the holder,
+    inside, could not leave through n1."""
+    d = await door(site)
+    assert await d.scan("entry", scanned_at=time.time() + 200) == "ok"
+    assert await d.scan("exit") == "exit_ok"
+    await d.hear(d.item("entry", time.time() + 5))
+    assert await d.scan("exit") == "exit_ok"
