@@ -583,7 +583,7 @@ class ScanService:
                 record.order,
             )
             new_state = decision.new_state
-            if new_state is not None and new_state.last_at > now:
+            if at > now and new_state is not None:
                 # A handheld's clock ahead (an offline scan): the state's time is the
                 # node's, which ``merge`` judges other nodes' scans against.
                 new_state = msgspec.structs.replace(new_state, last_at=max(state.last_at, now))
